@@ -26,10 +26,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         help="load, clean, deduplicate and split a Q&A source into train/validation/test JSONL",
         description=(
             "Load a Q&A source (Kaggle medical-chatbot CSV, MedQuAD XML folder or .tar.gz, "
-            "generic CSV/JSONL, or hf:org/name), clean it, drop exact duplicates, and split it "
-            "seeded and leakage-free (rows sharing a normalised question, or for MedQuAD a "
-            "normalised focus or document, stay in one split). Writes train.jsonl, "
-            "validation.jsonl, test.jsonl and manifest.json."
+            "generic CSV/JSONL, or hf:org/name), clean it, merge MedQuAD answers split over "
+            "consecutive pairs, drop exact duplicates, and split it seeded and leakage-free "
+            "(rows sharing a normalised question, or for MedQuAD a normalised focus or "
+            "document, stay in one split). Writes train.jsonl, validation.jsonl, test.jsonl and "
+            "manifest.json. See docs/data.md."
         ),
     )
     prep.add_argument("source", help="file, folder, .tar.gz archive, or hf:org/name")
@@ -40,10 +41,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "kaggle", "medquad", "csv", "jsonl"],
         help="source format (default: auto-detect from the file)",
     )
-    prep.add_argument("--question-col", default=None, help="question column for csv/jsonl")
-    prep.add_argument("--answer-col", default=None, help="answer column for csv/jsonl")
+    prep.add_argument(
+        "--question-col", default=None, help="question column for csv/jsonl/hf (default: question)"
+    )
+    prep.add_argument(
+        "--answer-col", default=None, help="answer column for csv/jsonl/hf (default: answer)"
+    )
     prep.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    prep.add_argument("--val-frac", type=float, default=0.05, help="validation share (default 0.05)")
+    prep.add_argument(
+        "--val-frac", type=float, default=0.05, help="validation share (default 0.05)"
+    )
     prep.add_argument("--test-frac", type=float, default=0.05, help="test share (default 0.05)")
     prep.add_argument(
         "--min-question-chars", type=int, default=5, help="drop shorter questions (default 5)"
@@ -54,7 +61,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     prep.add_argument(
         "--tokenizer",
         default=None,
-        help="tokenizer (hub id or local dir) for token-length stats; skipped when unavailable",
+        help=(
+            "tokenizer (hub id or local dir) for length stats, loaded offline only (default "
+            "google/flan-t5-base; 'words' or an unavailable one: whitespace word counts)"
+        ),
     )
     prep.add_argument(
         "--max-target-length",
@@ -66,8 +76,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     stats = dsub.add_parser("stats", help="print the summary of a prepared data folder again")
     stats.add_argument("dir", help="a folder written by `medchat data prepare`")
-    stats.add_argument("--tokenizer", default=None, help="tokenizer for token-length stats")
-    stats.add_argument("--max-target-length", type=int, default=256)
+    stats.add_argument(
+        "--tokenizer", default=None, help="as for prepare (default google/flan-t5-base, offline)"
+    )
+    stats.add_argument(
+        "--max-target-length",
+        type=int,
+        default=256,
+        help="report the share of answers longer than this many tokens (default 256)",
+    )
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -140,12 +157,65 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- safety
+
+
+def _add_safety(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("safety", help="screen questions for emergencies and dose requests")
+    ssub = p.add_subparsers(dest="safety_verb", required=True, metavar="{check,eval}")
+
+    chk = ssub.add_parser(
+        "check",
+        help="print one safety verdict per question",
+        description=(
+            "Rule-based screen (no model): flags emergencies (heart attack, stroke, breathing, "
+            "bleeding, anaphylaxis, suicide/self-harm, overdose/poisoning, seizure, pregnancy, "
+            "infant, unresponsive) with what to do now, and notes dose-change or prescription "
+            "requests. One line per question: readable, or JSON with --json."
+        ),
+    )
+    chk.add_argument("text", nargs="?", default=None, help="a question to check (or use --file)")
+    chk.add_argument(
+        "--file",
+        default=None,
+        help="one question per line, or JSONL rows with a 'text' field; '-' reads stdin",
+    )
+    chk.add_argument("--json", action="store_true", help="print JSON lines")
+
+    ev = ssub.add_parser(
+        "eval",
+        help="measure recall and false-positive rate on the labelled safety set",
+        description="Score the checker per split (dev, heldout, all) and list every miss.",
+    )
+    ev.add_argument("--set", dest="path", default=None, help="labelled JSONL (default: bundled)")
+    ev.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+
+def _run_safety(args: argparse.Namespace) -> int:
+    import json
+
+    from medchat import safety
+
+    if args.safety_verb == "eval":
+        report = safety.evaluate_safety_set(args.path)
+        out = json.dumps(report, indent=2) + "\n" if args.json else safety.report_table(report)
+        sys.stdout.write(out)
+        return 0
+    if (args.text is None) == (args.file is None):
+        raise MedchatError("safety check: give a question as TEXT or --file FILE (one of them)")
+    texts = [args.text] if args.file is None else safety.read_texts(args.file)
+    for text in texts:
+        sys.stdout.write(safety.verdict_line(text, safety.check(text), args.json) + "\n")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 _VERBS = {
     "data": (_add_data, _run_data),
     "train": (_add_train, _run_train),
     "config": (_add_config, _run_config),
+    "safety": (_add_safety, _run_safety),
 }
 
 

@@ -213,6 +213,14 @@ def _check_type(value: Any, tp: Any) -> bool:
     return True
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
     """Build dataclass `cls` from a dict, collecting unknown keys and type errors."""
     hints = typing.get_type_hints(cls)
@@ -229,10 +237,14 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
                 problems.append(f"{where}: expected a mapping")
                 continue
             kwargs[key] = _build(tp, value, where + ".", problems)
+        elif tp is float and isinstance(value, str) and _is_number(value):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a number.
+            kwargs[key] = float(value)
         elif _check_type(value, tp):
             kwargs[key] = float(value) if tp is float else value
         else:
-            problems.append(f"{where}: {value!r} is not of type {getattr(tp, '__name__', tp)}")
+            hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(value, bool) else ""
+            problems.append(f"{where}: {value!r} is not of type {getattr(tp, '__name__', tp)}{hint}")
     if cls is Config:
         # Construct sections first so Config.__post_init__ can validate the whole.
         for f in dataclasses.fields(cls):
@@ -259,13 +271,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise MedchatError(f"override {item!r}: expected key=value, e.g. train.learning_rate=1e-4")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        # YAML 1.1 reads yes/no/on/off as booleans; on the command line they are words
+        # (train.eval_strategy=no), while true/false stay booleans.
+        words = {"yes", "no", "on", "off", "y", "n"}
+        value = raw if raw.strip().lower() in words else (yaml.safe_load(raw) if raw.strip() else "")
         # YAML reads '1e-4' as a string; numbers written that way should be floats.
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in ".eE") else value
-            except ValueError:
-                pass
+        if isinstance(value, str) and any(c in value for c in ".eE") and _is_number(value):
+            value = float(value)
         _set_dotted(tree, key.strip(), value)
     return tree
 

@@ -1,0 +1,330 @@
+"""Load a base seq2seq model and tokenizer; build the offline `tiny` model; attach LoRA / QLoRA.
+
+peft and bitsandbytes are imported lazily: they are extras (`medchat[train]`, `medchat[qlora]`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medchat.config import LoraSettings, QuantSettings, TinyModelConfig
+from medchat.errors import MedchatError
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+# T5's own special-token ids; the tiny tokenizer keeps them so generation settings match flan-t5.
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' on a GPU that supports it, else 'fp32'. fp16 is refused (T5 overflows)."""
+    if precision == "fp16":
+        raise MedchatError("fp16 is refused for T5: activations overflow; use bf16 or fp32")
+    if precision == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    if precision == "bf16" and not torch.cuda.is_available():
+        log.warning("bf16 requested on CPU: supported, but usually slower than fp32 here")
+    return precision
+
+
+# ----------------------------------------------------------------------------- tiny model
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Train a Unigram tokenizer (T5's kind) on `texts`, with T5's pad/eos/unk ids 0/1/2."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], unk_token=UNK, show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    # T5 appends </s> to every encoded sequence; do the same so labels end with EOS.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, model_max_length=512
+    )
+
+
+def t5_config(vocab_size: int, **shape: Any):
+    """A flan-t5-like T5Config (gated-GELU FFN, untied output head, pad=decoder start=0, eos=1)."""
+    from transformers import T5Config
+
+    base = dict(
+        vocab_size=vocab_size,
+        feed_forward_proj="gated-gelu",
+        # flan-t5 does not tie its output head and does not rescale the decoder output.
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        dropout_rate=0.1,
+    )
+    base.update(shape)
+    config = T5Config(**base)
+    # transformers 5.x T5Config forces tie_word_embeddings=True in __init__ (keeping only
+    # scale_decoder_outputs=False); untie after construction so lm_head is its own weight, as in
+    # flan-t5. Checkpoints then hold a distinct lm_head.weight, which from_pretrained keeps.
+    config.tie_word_embeddings = False
+    return config
+
+
+def flan_t5_base_shaped_config(vocab_size: int = 32128):
+    """The shape of google/flan-t5-base (248M params), for offline speed and memory measurements."""
+    return t5_config(
+        vocab_size, d_model=768, d_ff=2048, d_kv=64, num_heads=12, num_layers=12,
+        num_decoder_layers=12, relative_attention_num_buckets=32,
+    )  # fmt: skip
+
+
+def init_untied_head_(model) -> None:
+    """Initialise an untied output head at std d_model**-0.5.
+
+    transformers inits it at std 1.0 and, untied, does not rescale the decoder output, so a fresh
+    model starts near loss 60 instead of ln(vocab) (measured: step-50 loss 31.9 vs 6.75).
+    """
+    std = model.config.d_model**-0.5
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, std)
+
+
+def build_model_from_config(config, seed: int):
+    """A T5 with random weights (seeded), its head initialised sanely."""
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    # Untying the config also unties the encoder/decoder input embeddings from `shared`; flan-t5
+    # shares one input embedding (and only its output head is separate), so re-share it.
+    model.set_input_embeddings(model.shared)
+    init_untied_head_(model)
+    return model
+
+
+def build_tiny(texts: Iterable[str], tiny: TinyModelConfig, seed: int):
+    """Tokenizer trained on `texts` plus a small random T5 shaped by `tiny`."""
+    tokenizer = train_tiny_tokenizer(texts, tiny.vocab_size)
+    config = t5_config(
+        len(tokenizer), d_model=tiny.d_model, d_ff=tiny.d_ff, d_kv=tiny.d_kv,
+        num_heads=tiny.num_heads, num_layers=tiny.num_layers, num_decoder_layers=tiny.num_layers,
+    )  # fmt: skip
+    return build_model_from_config(config, seed), tokenizer
+
+
+# ----------------------------------------------------------------------------- hub / local
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise MedchatError(
+            f"cannot load tokenizer {name!r}: {e}. Give a hub id (needs the internet or a cached "
+            "copy), a local model folder, or model.name=tiny for the offline model."
+        ) from None
+
+
+def quantization_config(q: QuantSettings):
+    """BitsAndBytesConfig for QLoRA: NF4, double quantisation, bf16 compute where supported."""
+    from transformers import BitsAndBytesConfig
+
+    compute = q.compute_dtype
+    if compute == "auto":
+        compute = "bf16" if bf16_supported() else "fp32"
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16 if compute == "bf16" else torch.float32,
+        # T5's output head is kept in full precision, as in the QLoRA paper's recipe.
+        llm_int8_skip_modules=["lm_head"],
+    )
+
+
+def require_bitsandbytes() -> None:
+    """Raise a clear error when 4-bit cannot run here."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # ImportError, or a broken native library
+        raise MedchatError(
+            f"QLoRA needs bitsandbytes, which cannot be used here ({e}). "
+            "Install it with `pip install 'medchat[qlora]'`, or use method=lora."
+        ) from None
+
+
+def load_pretrained(name: str, quant: QuantSettings | None = None, dtype: str = "fp32"):
+    """Load a seq2seq model by hub id or local folder; 4-bit when `quant` is given."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    kwargs: dict[str, Any] = {}
+    if quant is not None:
+        require_bitsandbytes()
+        kwargs["quantization_config"] = quantization_config(quant)
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    elif dtype == "bf16":
+        kwargs["dtype"] = torch.bfloat16
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise MedchatError(
+            f"cannot load model {name!r}: {e}. Give a hub id (needs the internet or a cached "
+            "copy), a local model folder, or model.name=tiny for the offline model."
+        ) from None
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def attach_lora(model, lora: LoraSettings, quantized: bool, gradient_checkpointing: bool = False):
+    """Wrap `model` with a LoRA adapter; for 4-bit bases, prepare it for k-bit training first."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing
+        )
+    config = LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def _numel(p: torch.nn.Parameter) -> int:
+    # bitsandbytes packs two 4-bit values per byte; its quant_state keeps the real shape.
+    qs = getattr(p, "quant_state", None)
+    if qs is not None and getattr(qs, "shape", None) is not None:
+        return math.prod(qs.shape)
+    return p.numel()
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts, counting 4-bit weights unpacked."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = _numel(p)
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+# ----------------------------------------------------------------------------- load a SPEC
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer, with what it is and how it must be prompted."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    spec: str
+    kind: str  # "pretrained" | "full" | "lora" | "qlora"
+    base: str  # the base weights it sits on (hub id or folder)
+    prompt_template: str
+    quantized: bool = False
+
+    def fingerprint(self) -> str:
+        """A short stable id of the weights (for caching predictions)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(f"{self.kind}|{self.base}|{self.quantized}".encode())
+        if self.kind != "pretrained" or Path(self.spec).exists():
+            for p in sorted(Path(self.spec).rglob("*.safetensors")) if Path(self.spec).is_dir() else []:
+                st = p.stat()
+                h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        else:
+            h.update(self.spec.encode())
+        return h.hexdigest()[:16]
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "run_info.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_base(run_dir: Path, base: str) -> str:
+    """A base recorded relative to its run dir (the tiny model) resolves against that dir."""
+    candidate = run_dir / base
+    return str(candidate) if candidate.exists() else base
+
+
+def load_model_spec(spec: str, name: str | None = None, device: str | None = None) -> LoadedModel:
+    """Load a SPEC: a run dir (full, LoRA or QLoRA), a local model dir, or a hub id.
+
+    A QLoRA run answers on the 4-bit base it was trained on, never an unquantised copy.
+    """
+    from medchat.prompts import DEFAULT_TEMPLATE
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = Path(spec)
+    info = read_run_info(path) if path.is_dir() else None
+    name = name or (path.name if path.exists() else spec)
+    if info is None:
+        tokenizer = load_tokenizer(spec)
+        model = load_pretrained(spec).to(device).eval()
+        template = DEFAULT_TEMPLATE
+        prompt_file = path / "prompt.txt"
+        if prompt_file.is_file():
+            template = prompt_file.read_text(encoding="utf-8")
+        return LoadedModel(name, model, tokenizer, spec, "pretrained", spec, template)
+
+    method = info["method"]
+    template = (path / "prompt.txt").read_text(encoding="utf-8")
+    base = resolve_base(path, info["base_model"])
+    if method == "full":
+        model_dir = path / "model"
+        if not model_dir.is_dir():
+            raise MedchatError(f"{path}: no model/ folder; did this run finish? (`medchat train --resume`)")
+        tokenizer = load_tokenizer(str(model_dir))
+        model = load_pretrained(str(model_dir)).to(device).eval()
+        return LoadedModel(name, model, tokenizer, spec, "full", base, template)
+
+    from peft import PeftModel
+
+    adapter = path / "adapter"
+    if not adapter.is_dir():
+        raise MedchatError(f"{path}: no adapter/ folder; did this run finish? (`medchat train --resume`)")
+    quantized = method == "qlora"
+    if quantized:
+        from medchat.config import QuantSettings
+
+        base_model = load_pretrained(base, quant=QuantSettings(**info.get("quant", {})))
+    else:
+        base_model = load_pretrained(base).to(device)
+    tokenizer = load_tokenizer(str(adapter))
+    model = PeftModel.from_pretrained(base_model, str(adapter)).eval()
+    return LoadedModel(name, model, tokenizer, spec, method, base, template, quantized)

@@ -1,0 +1,453 @@
+"""train(cfg) -> run dir: fine-tune full, LoRA or QLoRA on transformers' Seq2SeqTrainer.
+
+Our code does what the trainer does not: labels padded with -100 (the loss never averages over
+padding), dynamic padding with length-grouped batches, a run folder that explains itself,
+checkpoints marked complete only once fully written, and honest cost figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medchat import modeling
+from medchat.config import Config, load_config, save_config
+from medchat.console import console
+from medchat.errors import MedchatError
+from medchat.fileio import atomic_write_text, read_json, write_json
+from medchat.prompts import format_prompt
+from medchat.qlora_fix import keep_4bit_trainable
+from medchat.runinfo import (
+    command_line,
+    device_description,
+    git_commit,
+    library_versions,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"  # written last into a checkpoint: only marked ones are resumed from
+FAULT_ENV = "MEDCHAT_FAULT_AT_STEP"  # test hook: SIGKILL ourselves at this step (kill -9 test)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class TokenizedPairs(torch.utils.data.Dataset):
+    """Question/answer rows tokenised once, unpadded (the collator pads each batch)."""
+
+    def __init__(self, rows: list[dict[str, Any]], tokenizer, cfg: Config) -> None:
+        prompts = [format_prompt(r["question"], cfg.data.prompt_template) for r in rows]
+        answers = [r["answer"] for r in rows]
+        src = tokenizer(prompts, truncation=True, max_length=cfg.data.max_source_length)
+        full = tokenizer(text_target=answers, truncation=False)["input_ids"]
+        limit = cfg.data.max_target_length
+        self.truncated = sum(len(ids) > limit for ids in full)
+        # Truncate by hand so the last kept token is still EOS: the model learns to stop.
+        labels = [ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_token_id] for ids in full]
+        self.items = [
+            {"input_ids": i, "attention_mask": m, "labels": y}
+            for i, m, y in zip(src["input_ids"], src["attention_mask"], labels, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.items[i]
+
+    def target_tokens(self) -> int:
+        return sum(len(x["labels"]) for x in self.items)
+
+    def lengths(self) -> list[int]:
+        """Per-example cost proxy for length grouping: decoder positions dominate a T5 step."""
+        return [len(x["input_ids"]) + len(x["labels"]) for x in self.items]
+
+
+def _trainer_class():
+    from transformers import Seq2SeqTrainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LengthGroupedSeq2SeqTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer whose length grouping also counts the labels.
+
+        The stock sampler groups by input length only; in Q&A the answers (labels) are the long
+        side, so grouping by inputs alone leaves most of the padding in place.
+        """
+
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.world_size > 1 or not isinstance(ds, TokenizedPairs):
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=ds,
+                lengths=ds.lengths(),
+            )
+
+    return LengthGroupedSeq2SeqTrainer
+
+
+def load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    """Manifest, train rows and validation rows of a `medchat data prepare` folder."""
+    from medchat.data import load_split, read_manifest
+
+    manifest = read_manifest(data_dir)
+    return manifest, load_split(data_dir, "train"), load_split(data_dir, "validation")
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def _callbacks(run_dir: Path):
+    from transformers import TrainerCallback
+
+    class RunDirCallback(TrainerCallback):
+        """Mark checkpoints complete, log metrics as JSONL, and the kill-9 test hook."""
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if ckpt.is_dir():
+                    atomic_write_text(ckpt / COMPLETE_MARKER, f"{state.global_step}\n")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                line = json.dumps({"step": state.global_step, "epoch": state.epoch, **logs})
+                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+
+        def on_step_end(self, args, state, control, **kw):
+            fault = os.environ.get(FAULT_ENV)
+            if fault and state.global_step == int(fault):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return [RunDirCallback()]
+
+
+# ----------------------------------------------------------------------------- run dir
+
+
+def latest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose COMPLETE marker exists; half-written ones are ignored."""
+    ckpts = sorted(
+        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    return ckpts[-1] if ckpts else None
+
+
+def _prepare_run_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MedchatError(
+                f"{out}: run folder already exists; pass --overwrite to replace it "
+                f"or --resume {out} to continue it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_run_files(run_dir: Path, cfg: Config, manifest: dict, base_model: str) -> None:
+    save_config(cfg, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "prompt.txt", cfg.data.prompt_template)
+    write_json(run_dir / "data_manifest.json", manifest)
+    write_json(
+        run_dir / "run_info.json",
+        {
+            "method": cfg.train.method,
+            "base_model": base_model,
+            "quant": dataclasses.asdict(cfg.quant) if cfg.train.method == "qlora" else {},
+            "seed": cfg.train.seed,
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+            "command": command_line(),
+            "device": device_description(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _base_model_for(cfg: Config, run_dir: Path, train_rows: list[dict]) -> tuple[str, str]:
+    """(name recorded in run_info, loadable path or id). The tiny model is built into the run."""
+    if cfg.model.name != modeling.TINY:
+        return cfg.model.name, cfg.model.name
+    base_dir = run_dir / "base_model"
+    if not (base_dir / "config.json").is_file():
+        texts = (t for r in train_rows for t in (format_prompt(r["question"], cfg.data.prompt_template), r["answer"]))
+        model, tokenizer = modeling.build_tiny(texts, cfg.model.tiny, cfg.train.seed)
+        tmp = run_dir / ".base_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, base_dir)
+    # Recorded relative, so a run dir can be moved or copied as a whole.
+    return "base_model", str(base_dir)
+
+
+def _load_trainable(cfg: Config, base_path: str, precision: str):
+    method = cfg.train.method
+    quant = cfg.quant if method == "qlora" else None
+    model = modeling.load_pretrained(base_path, quant=quant)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if method == "full":
+        return model
+    model = modeling.attach_lora(
+        model, cfg.lora, quantized=method == "qlora",
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+    )  # fmt: skip
+    if method == "qlora":
+        # Evaluation passes must not turn the 4-bit base into a layout with no backward.
+        keep_4bit_trainable(model)
+    return model
+
+
+def _training_args(cfg: Config, run_dir: Path, precision: str):
+    from transformers import Seq2SeqTrainingArguments
+
+    t = cfg.train
+    evaluating = t.eval_strategy != "no"
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of total steps in transformers 5
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps if t.eval_strategy == "steps" else None,
+        # Save when we evaluate, so the best checkpoint by eval loss can be kept and restored.
+        save_strategy=t.eval_strategy if evaluating else "steps",
+        save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="eval_loss" if evaluating else None,
+        greater_is_better=False if evaluating else None,
+        bf16=precision == "bf16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=["tensorboard"],
+        seed=t.seed,
+        data_seed=t.seed,
+        # Batches of similar length waste little compute on padding.
+        train_sampling_strategy="group_by_length",
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    """Peak CUDA allocation on a GPU, else this process's peak RSS."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss"
+
+
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fine-tune per `cfg` on a prepared data folder; returns the run folder."""
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    if cfg.train.method == "qlora":
+        modeling.require_bitsandbytes()
+    precision = modeling.resolve_precision(cfg.train.precision)
+    manifest, train_rows, val_rows = load_prepared(data_dir)
+    if cfg.data.max_train_examples:
+        train_rows = train_rows[: cfg.data.max_train_examples]
+    if cfg.data.max_eval_examples:
+        val_rows = val_rows[: cfg.data.max_eval_examples]
+
+    checkpoint = None
+    if resume:
+        checkpoint = latest_complete_checkpoint(run_dir)
+        if checkpoint is None:
+            raise MedchatError(f"{run_dir}: no complete checkpoint to resume from; start a new run with --out")
+        _check_same_data(run_dir, manifest, data_dir)
+    else:
+        _prepare_run_dir(run_dir, overwrite)
+    seed_everything(cfg.train.seed)
+
+    base_name, base_path = _base_model_for(cfg, run_dir, train_rows)
+    if not resume:
+        _write_run_files(run_dir, cfg, manifest, base_name)
+    tokenizer = modeling.load_tokenizer(base_path)
+    train_ds = TokenizedPairs(train_rows, tokenizer, cfg)
+    val_ds = TokenizedPairs(val_rows, tokenizer, cfg) if val_rows else None
+    if val_ds is None and cfg.train.eval_strategy != "no":
+        raise MedchatError(f"{data_dir}: validation split is empty; set train.eval_strategy=no")
+
+    model = _load_trainable(cfg, base_path, precision)
+    trainable, total = modeling.count_parameters(model)
+    console.print(
+        f"[bold]{cfg.train.method}[/] fine-tuning of {cfg.model.name}: {trainable:,} of {total:,} "
+        f"parameters trainable ({100 * trainable / total:.2f}%), {precision}, "
+        f"{len(train_ds):,} train / {len(val_ds) if val_ds else 0:,} validation examples; "
+        f"{train_ds.truncated:,} answers ({100 * train_ds.truncated / max(len(train_ds), 1):.1f}%) "
+        f"truncated at {cfg.data.max_target_length} tokens"
+    )
+
+    callbacks = _callbacks(run_dir)
+    if cfg.train.eval_strategy != "no" and cfg.train.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    trainer = _trainer_class()(
+        model=model,
+        args=_training_args(cfg, run_dir, precision),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        # label_pad_token_id=-100: padding never counts in the loss.
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    wall = time.perf_counter() - start
+
+    if trainer.is_world_process_zero():
+        _save_final(trainer, tokenizer, cfg, run_dir, base_path)
+        summary = _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision)
+        write_json(run_dir / "train_summary.json", summary)
+        trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
+        _print_summary(run_dir, summary)
+    return run_dir
+
+
+def _check_same_data(run_dir: Path, manifest: dict, data_dir: Path) -> None:
+    recorded = read_json(run_dir / "data_manifest.json")
+    if recorded != manifest:
+        raise MedchatError(
+            f"{data_dir}: this data differs from the data the run in {run_dir} started on "
+            "(data_manifest.json); resume with the same --data folder"
+        )
+
+
+def _save_final(trainer, tokenizer, cfg: Config, run_dir: Path, base_path: str) -> None:
+    """The best model (full) or adapter (LoRA/QLoRA), written beside the checkpoints."""
+    target = run_dir / ("model" if cfg.train.method == "full" else "adapter")
+    tmp = run_dir / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    if cfg.train.merge_adapter and cfg.train.method != "full":
+        merge_adapter(run_dir, base_path)
+
+
+def merge_adapter(run_dir: Path, base_path: str) -> Path:
+    """Write merged/: the unquantised base with the adapter folded in, as one plain model."""
+    from peft import PeftModel
+
+    base = modeling.load_pretrained(base_path)
+    merged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
+    out = run_dir / "merged"
+    tmp = run_dir / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    modeling.load_tokenizer(str(run_dir / "adapter")).save_pretrained(tmp)
+    atomic_write_text(tmp / "prompt.txt", (run_dir / "prompt.txt").read_text(encoding="utf-8"))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision) -> dict[str, Any]:
+    state = trainer.state
+    epochs = float(state.epoch or 0.0)
+    examples = state.global_step * cfg.train.batch_size * cfg.train.gradient_accumulation_steps * max(trainer.args.world_size, 1)
+    tokens = train_ds.target_tokens() / max(len(train_ds), 1) * examples  # mean target length x seen
+    peak, peak_kind = peak_memory_bytes()
+    evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    return {
+        "method": cfg.train.method,
+        "base_model": cfg.model.name,
+        "precision": precision,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "wall_time_s": round(wall, 3),
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "steps": state.global_step,
+        "epochs": round(epochs, 4),
+        "train_examples": len(train_ds),
+        "examples_seen": examples,
+        "examples_per_s": round(examples / wall, 4) if wall else None,
+        "target_tokens_per_s": round(tokens / wall, 2) if wall else None,
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": round(100 * trainable / total, 4),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "best_eval_loss": state.best_metric,
+        "eval_losses": evals,
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "truncated_answers": train_ds.truncated,
+        "stopped_early": bool(cfg.train.max_steps <= 0 and epochs + 1e-6 < cfg.train.num_epochs),
+    }
+
+
+def _print_summary(run_dir: Path, s: dict[str, Any]) -> None:
+    best = f"best eval loss {s['best_eval_loss']:.4f}" if s["best_eval_loss"] is not None else "no eval"
+    console.print(
+        f"\n[bold green]done[/] {s['method']} in {s['wall_time_s']:.1f} s: {s['steps']} steps, "
+        f"{s['epochs']:.2f} epochs, {s['examples_per_s']:.2f} examples/s, "
+        f"{s['target_tokens_per_s']:.0f} target tokens/s; loss {s['first_loss']:.3f} -> "
+        f"{s['final_loss']:.3f}, {best}"
+        f"{' (stopped early)' if s['stopped_early'] else ''}; peak memory "
+        f"{s['peak_memory_bytes'] / 2**20:,.0f} MiB ({s['peak_memory_kind']}); "
+        f"{s['trainable_params']:,} trainable of {s['total_params']:,} ({s['trainable_pct']:.2f}%).\n"
+        f"Run folder: {run_dir}"
+    )
+
+
+def train_command(args) -> None:
+    """`medchat train`: resolve config (preset + overrides, or the run's own on --resume), train."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise MedchatError(f"{run_dir}: not a run folder (no config.yaml); nothing to resume")
+        if args.config or args.overrides or args.method or args.model:
+            raise MedchatError("--resume continues a run with its own config; drop --config, --method, --model and overrides")
+        cfg = load_config(run_dir / "config.yaml")
+        train(cfg, args.data, run_dir, resume=True)
+        return
+    if not args.out:
+        raise MedchatError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.append(f"train.method={args.method}")
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    cfg = load_config(args.config, overrides)
+    train(cfg, args.data, args.out, overwrite=args.overwrite)
