@@ -36,3 +36,58 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def medquad_prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MedQuAD archive prepared once per session through the real CLI."""
+    from medchat.cli import main
+
+    if not MEDQUAD_TGZ.is_file():
+        pytest.skip(f"MedQuAD archive not found at {MEDQUAD_TGZ}")
+    out = tmp_path_factory.mktemp("medquad") / "data"
+    argv = ["data", "prepare", str(MEDQUAD_TGZ), "--out", str(out), "--tokenizer", "words"]
+    assert main(argv) == 0
+    return out
+
+
+# A micro model and budget: enough steps for loss to fall and every parameter to move, in seconds.
+MICRO = [
+    "model.name=tiny",
+    "model.tiny.vocab_size=1000",
+    "model.tiny.d_model=64",
+    "model.tiny.d_ff=128",
+    "model.tiny.d_kv=16",
+    "model.tiny.num_heads=4",
+    "model.tiny.num_layers=1",
+    "data.max_source_length=48",
+    "data.max_target_length=48",
+    "data.max_train_examples=256",
+    "data.max_eval_examples=64",
+    "train.max_steps=16",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "train.eval_strategy=steps",
+    "train.eval_steps=8",
+    "train.logging_steps=4",
+    "train.learning_rate=3e-3",
+    "train.warmup_ratio=0.0",
+    "train.early_stopping_patience=0",
+]
+
+
+def train_micro(data_dir: Path, out: Path, method: str, *extra: str) -> Path:
+    """Train the micro model with `method` into `out` (the real `train()` path)."""
+    from medchat.config import load_config
+    from medchat.train import train
+
+    cfg = load_config(None, [*MICRO, f"train.method={method}", *extra])
+    return train(cfg, data_dir, out, overwrite=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run dirs of the micro model trained full, LoRA and (where bitsandbytes runs) QLoRA."""
+    root = tmp_path_factory.mktemp("runs")
+    methods = ["full", "lora"] + (["qlora"] if has_module("bitsandbytes") else [])
+    return {m: train_micro(medquad_prepared, root / m, m) for m in methods}

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from medchat.cli import main
-from tests.conftest import MEDQUAD_TGZ
 
 # Tiny MedQuAD: 10 pairs, 1 empty answer, 1 answer split over 2 pairs, 1 exact duplicate, the
 # same condition spelt two ways across GARD and GHR, and one file in the old NINDS layout.
@@ -108,14 +106,3 @@ def kaggle_tiny(tmp_path: Path) -> Path:
     path = tmp_path / "tiny_chatbot.csv"
     path.write_text(KAGGLE_TINY, encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="session")
-def medquad_prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MedQuAD archive prepared once per session through the real CLI."""
-    if not MEDQUAD_TGZ.is_file():
-        pytest.skip(f"MedQuAD archive not found at {MEDQUAD_TGZ}")
-    out = tmp_path_factory.mktemp("medquad") / "data"
-    argv = ["data", "prepare", str(MEDQUAD_TGZ), "--out", str(out), "--tokenizer", "words"]
-    assert main(argv) == 0
-    return out
