@@ -54,7 +54,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     max_source_length: int = _f(
-        128, "Max input tokens; MedQuAD questions are short (median 8 words), so 128 truncates ~none."
+        128,
+        "Max input tokens; MedQuAD questions are short (median 8 words), so 128 truncates ~none.",
     )
     max_target_length: int = _f(
         256,
@@ -149,7 +150,12 @@ class Config:
             p.append(f"train.precision: {t.precision!r} is not one of auto, bf16, fp32")
         if t.eval_strategy not in ("epoch", "steps", "no"):
             p.append(f"train.eval_strategy: {t.eval_strategy!r} is not one of epoch, steps, no")
-        for name in ("learning_rate", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        for name in (
+            "learning_rate",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
             if getattr(t, name) <= 0:
                 p.append(f"train.{name}: must be > 0 (got {getattr(t, name)})")
         if t.max_steps <= 0 and t.num_epochs <= 0:
@@ -243,8 +249,14 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
         elif _check_type(value, tp):
             kwargs[key] = float(value) if tp is float else value
         else:
-            hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(value, bool) else ""
-            problems.append(f"{where}: {value!r} is not of type {getattr(tp, '__name__', tp)}{hint}")
+            hint = (
+                " (quote it: YAML reads yes/no/on/off as booleans)"
+                if isinstance(value, bool)
+                else ""
+            )
+            problems.append(
+                f"{where}: {value!r} is not of type {getattr(tp, '__name__', tp)}{hint}"
+            )
     if cls is Config:
         # Construct sections first so Config.__post_init__ can validate the whole.
         for f in dataclasses.fields(cls):
@@ -269,12 +281,16 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise MedchatError(f"override {item!r}: expected key=value, e.g. train.learning_rate=1e-4")
+            raise MedchatError(
+                f"override {item!r}: expected key=value, e.g. train.learning_rate=1e-4"
+            )
         key, raw = item.split("=", 1)
         # YAML 1.1 reads yes/no/on/off as booleans; on the command line they are words
         # (train.eval_strategy=no), while true/false stay booleans.
         words = {"yes", "no", "on", "off", "y", "n"}
-        value = raw if raw.strip().lower() in words else (yaml.safe_load(raw) if raw.strip() else "")
+        value = (
+            raw if raw.strip().lower() in words else (yaml.safe_load(raw) if raw.strip() else "")
+        )
         # YAML reads '1e-4' as a string; numbers written that way should be floats.
         if isinstance(value, str) and any(c in value for c in ".eE") and _is_number(value):
             value = float(value)
@@ -341,6 +357,8 @@ def field_help(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str
         if _is_dataclass_type(tp):
             rows += field_help(tp, f"{prefix}{f.name}.")
         else:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
             rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
     return rows

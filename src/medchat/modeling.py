@@ -47,22 +47,40 @@ def resolve_precision(precision: str) -> str:
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int):
-    """Train a Unigram tokenizer (T5's kind) on `texts`, with T5's pad/eos/unk ids 0/1/2."""
+    """Train a unigram tokenizer (flan-t5's kind) on `texts`, with T5's pad/eos/unk ids 0/1/2.
+
+    The vocabulary is learnt by SentencePiece on one thread, which is deterministic: the same
+    texts give the same vocabulary in every process, so a seeded tiny run is reproducible (the
+    `tokenizers` trainers tie-break through randomly seeded hash maps and differ per process).
+    """
+    import io
+
+    import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.Unigram())
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+        normalization_rule_name="identity",  # normalisation happens in the tokenizer below
+        hard_vocab_limit=False,  # a small corpus may not fill the vocabulary; don't fail
+        num_threads=1,
+        minloglevel=2,
+    )  # fmt: skip
+    sp = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], unk_token=UNK, show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
     # T5 appends </s> to every encoded sequence; do the same so labels end with EOS.
     tok.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, 1)]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, model_max_length=512

@@ -55,7 +55,10 @@ class TokenizedPairs(torch.utils.data.Dataset):
         limit = cfg.data.max_target_length
         self.truncated = sum(len(ids) > limit for ids in full)
         # Truncate by hand so the last kept token is still EOS: the model learns to stop.
-        labels = [ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_token_id] for ids in full]
+        labels = [
+            ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_token_id]
+            for ids in full
+        ]
         self.items = [
             {"input_ids": i, "attention_mask": m, "labels": y}
             for i, m, y in zip(src["input_ids"], src["attention_mask"], labels, strict=True)
@@ -142,7 +145,11 @@ def _callbacks(run_dir: Path):
 def latest_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint whose COMPLETE marker exists; half-written ones are ignored."""
     ckpts = sorted(
-        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()),
+        (
+            p
+            for p in (run_dir / "checkpoints").glob("checkpoint-*")
+            if (p / COMPLETE_MARKER).is_file()
+        ),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     return ckpts[-1] if ckpts else None
@@ -188,7 +195,11 @@ def _base_model_for(cfg: Config, run_dir: Path, train_rows: list[dict]) -> tuple
         return cfg.model.name, cfg.model.name
     base_dir = run_dir / "base_model"
     if not (base_dir / "config.json").is_file():
-        texts = (t for r in train_rows for t in (format_prompt(r["question"], cfg.data.prompt_template), r["answer"]))
+        texts = (
+            t
+            for r in train_rows
+            for t in (format_prompt(r["question"], cfg.data.prompt_template), r["answer"])
+        )
         model, tokenizer = modeling.build_tiny(texts, cfg.model.tiny, cfg.train.seed)
         tmp = run_dir / ".base_model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -270,7 +281,14 @@ def peak_memory_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss"
 
 
-def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Fine-tune per `cfg` on a prepared data folder; returns the run folder."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback
 
@@ -288,7 +306,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, resume: boo
     if resume:
         checkpoint = latest_complete_checkpoint(run_dir)
         if checkpoint is None:
-            raise MedchatError(f"{run_dir}: no complete checkpoint to resume from; start a new run with --out")
+            raise MedchatError(
+                f"{run_dir}: no complete checkpoint to resume from; start a new run with --out"
+            )
         _check_same_data(run_dir, manifest, data_dir)
     else:
         _prepare_run_dir(run_dir, overwrite)
@@ -315,7 +335,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, resume: boo
 
     callbacks = _callbacks(run_dir)
     if cfg.train.eval_strategy != "no" and cfg.train.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience)
+        )
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     trainer = _trainer_class()(
         model=model,
@@ -384,8 +406,15 @@ def merge_adapter(run_dir: Path, base_path: str) -> Path:
 def _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision) -> dict[str, Any]:
     state = trainer.state
     epochs = float(state.epoch or 0.0)
-    examples = state.global_step * cfg.train.batch_size * cfg.train.gradient_accumulation_steps * max(trainer.args.world_size, 1)
-    tokens = train_ds.target_tokens() / max(len(train_ds), 1) * examples  # mean target length x seen
+    examples = (
+        state.global_step
+        * cfg.train.batch_size
+        * cfg.train.gradient_accumulation_steps
+        * max(trainer.args.world_size, 1)
+    )
+    tokens = (
+        train_ds.target_tokens() / max(len(train_ds), 1) * examples
+    )  # mean target length x seen
     peak, peak_kind = peak_memory_bytes()
     evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
     losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -411,14 +440,20 @@ def _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision) 
         "final_loss": losses[-1] if losses else None,
         "best_eval_loss": state.best_metric,
         "eval_losses": evals,
-        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "best_checkpoint": Path(state.best_model_checkpoint).name
+        if state.best_model_checkpoint
+        else None,
         "truncated_answers": train_ds.truncated,
         "stopped_early": bool(cfg.train.max_steps <= 0 and epochs + 1e-6 < cfg.train.num_epochs),
     }
 
 
 def _print_summary(run_dir: Path, s: dict[str, Any]) -> None:
-    best = f"best eval loss {s['best_eval_loss']:.4f}" if s["best_eval_loss"] is not None else "no eval"
+    best = (
+        f"best eval loss {s['best_eval_loss']:.4f}"
+        if s["best_eval_loss"] is not None
+        else "no eval"
+    )
     console.print(
         f"\n[bold green]done[/] {s['method']} in {s['wall_time_s']:.1f} s: {s['steps']} steps, "
         f"{s['epochs']:.2f} epochs, {s['examples_per_s']:.2f} examples/s, "
@@ -438,7 +473,9 @@ def train_command(args) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise MedchatError(f"{run_dir}: not a run folder (no config.yaml); nothing to resume")
         if args.config or args.overrides or args.method or args.model:
-            raise MedchatError("--resume continues a run with its own config; drop --config, --method, --model and overrides")
+            raise MedchatError(
+                "--resume continues a run with its own config; drop --config, --method, --model and overrides"
+            )
         cfg = load_config(run_dir / "config.yaml")
         train(cfg, args.data, run_dir, resume=True)
         return
