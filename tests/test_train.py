@@ -159,7 +159,7 @@ def test_method_trains_every_trainable_parameter_and_no_frozen_one(method, medqu
 def test_run_dir_explains_itself(tiny_runs) -> None:
     for method, run in tiny_runs.items():
         names = {p.name for p in run.iterdir()}
-        expected = {"config.yaml", "prompt.txt", "data_manifest.json", "run_info.json", "metrics.jsonl",
+        expected = {"MODEL_CARD.md", "config.yaml", "prompt.txt", "data_manifest.json", "run_info.json", "metrics.jsonl",
                     "train_summary.json", "trainer_state.json", "tensorboard", "checkpoints", "base_model"}  # fmt: skip
         assert expected <= names, expected - names
         assert ("model" if method == "full" else "adapter") in names
@@ -170,6 +170,8 @@ def test_run_dir_explains_itself(tiny_runs) -> None:
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert any("eval_loss" in x for x in lines) and any("loss" in x for x in lines)
         assert "{question}" in (run / "prompt.txt").read_text()
+        card = (run / "MODEL_CARD.md").read_text()
+        assert f"{method} fine-tuning" in card and "CC BY 4.0" in card and "Not a medical device" in card
         assert load_config(run / "config.yaml").train.method == method
         summary = json.loads((run / "train_summary.json").read_text())
         for key in ("wall_time_s", "examples_per_s", "target_tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
@@ -359,3 +361,28 @@ def test_merged_adapter_answers_like_the_adapter(tiny_runs) -> None:
     adapter_answers = generate_answers(modeling.load_model_spec(str(run)), q, settings, progress=False)
     merged_answers = generate_answers(modeling.load_model_spec(str(merged)), q, settings, progress=False)
     assert merged_answers == adapter_answers
+
+
+def test_two_process_ddp_on_cpu_with_the_same_command(medquad_prepared, tmp_path) -> None:
+    """`torchrun` runs the same `medchat train` command as DDP (gloo on CPU), no code change."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "medchat.cli", "train", "--data", str(medquad_prepared), "--out", str(run),
+           *MICRO, "train.method=lora", "train.max_steps=8", "train.batch_size=8"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["examples_seen"] == 8 * 8 * 2  # steps x batch x ranks
+    # Logged losses are per-token means, not multiplied by the world size.
+    assert 5.0 < summary["first_loss"] < 8.0
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_distributed_launch_configs_parse() -> None:
+    import yaml
+
+    folder = REPO_ROOT / "configs" / "distributed"
+    for path in folder.glob("*.yaml"):
+        assert yaml.safe_load(path.read_text())["mixed_precision"] == "bf16"  # never fp16 for T5
+    for path in folder.glob("*.json"):
+        assert json.loads(path.read_text())["zero_optimization"]["stage"] in (2, 3)

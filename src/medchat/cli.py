@@ -209,13 +209,456 @@ def _run_safety(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate models side by side on one split, under one generation setting",
+        description=(
+            "Every model answers the same examples with ONE recorded generation setting (greedy, "
+            "batched, sorted by length, KV cache; max new tokens = p95 of the reference answers' "
+            "token length unless given). Scores ROUGE-1/2/L/Lsum, corpus BLEU, semantic "
+            "similarity, length, distinct-n, repetition and empty answers, with 95%% bootstrap "
+            "intervals, paired tests against the base, and the echo floor. Predictions are cached "
+            "per model, data and setting. Under torchrun, examples are sharded across ranks. "
+            "See docs/evaluation.md."
+        ),
+    )
+    p.add_argument("--data", required=True, help="folder written by `medchat data prepare`")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=SPEC",
+        help=(
+            "a model to evaluate (repeatable): SPEC is a hub id, a local model folder or a run "
+            "folder (full, LoRA, QLoRA). The one named 'base', else the first, is the baseline"
+        ),
+    )
+    p.add_argument("--out", required=True, help="eval folder to write (atomically)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="evaluate a seeded random N examples (default all)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit's subset and the bootstrap")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="token budget per answer (default: p95 of the references' token lengths)",
+    )
+    p.add_argument(
+        "--num-beams", type=int, default=None, help="beam search width (default 1: greedy)"
+    )
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (needs --do-sample)"
+    )
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (needs --do-sample)")
+    p.add_argument(
+        "--no-repeat-ngram-size", type=int, default=None, help="ban repeated n-grams (default off)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="generation batch size (default 16)"
+    )
+    p.add_argument(
+        "--no-semantic", action="store_true", help="skip semantic similarity (no MiniLM load)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="prediction cache (default $MEDCHAT_CACHE, else ~/.cache/medchat/predictions)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument(
+        "--cpu-int8",
+        action="store_true",
+        help=(
+            "quantise every model's Linear layers to int8 (dynamic) for faster CPU eval; changes "
+            "numerics, so answers can differ from fp32 (default off)"
+        ),
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from medchat import evaluate
+
+    evaluate.eval_command(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="turn an eval folder (and its runs) into report.md and a self-contained report.html",
+        description=(
+            "Metrics with 95%% intervals and p-values, change vs base in points, floors, training "
+            "cost, loss curves, bar charts with error bars, answer-length distributions, and the "
+            "examples with the largest gain and loss. Runs are found from the eval's model specs; "
+            "--runs adds more."
+        ),
+    )
+    p.add_argument("eval_dir", help="folder written by `medchat eval`")
+    p.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="extra run folders")
+    p.add_argument("--out", required=True, help="report folder to write (atomically)")
+    p.add_argument(
+        "--examples-by",
+        default="rougeL",
+        choices=["rougeL", "semantic_similarity"],
+        help="per-example score that ranks the largest gains/losses (default rougeL)",
+    )
+    p.add_argument(
+        "--focus",
+        default=None,
+        metavar="NAME",
+        help="model whose gains/losses vs base are listed (default: the best non-base one)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from medchat import report
+
+    report.report_command(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- ui
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ui",
+        help="a local web page where the base and fine-tuned models answer side by side",
+        description=(
+            "Serve a comparison page: one question, a column per model with its answer "
+            "streamed, time and tokens/s, one settings panel for all, the reference answer and "
+            "scores for test-split questions, and the safety layer. With only run dirs given, "
+            "their base model is added as the 'base' column. Adapters on the same base share one "
+            "loaded copy of it. Binds 127.0.0.1 and makes no outside connection. See docs/ui.md."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=SPEC",
+        help="a model to compare (repeat): run dir, local model dir or hub id, optionally named",
+    )
+    p.add_argument("--data", default=None, help="prepared data folder (examples, references)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=2, help="requests answered at once")
+    p.add_argument("--max-chars", type=int, default=1000, help="longest question accepted")
+
+
+def _run_ui(args: argparse.Namespace) -> int:
+    from medchat.serve import ui
+
+    ui.ui_command(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- serve / chat / export
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "spec",
+        metavar="SPEC",
+        help="run dir, local model dir or hub id; for --backend ct2 a `medchat export --format ct2` dir",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "torch-int8", "ct2"],
+        help=(
+            "auto (default): ct2 for a CTranslate2 folder, else torch-int8 on CPU (torch for "
+            "QLoRA or on a GPU); see docs/serving.md for the measured speeds"
+        ),
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--compute-type",
+        default="int8",
+        choices=["int8", "float32"],
+        help="ct2 compute type (default int8; float32 needs a float32 or int8 export)",
+    )
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API: /v1/answer, OpenAI-compatible /v1/chat/completions, health, metrics",
+        description=(
+            "Serve a model over HTTP (FastAPI + uvicorn). One worker thread owns the model and "
+            "micro-batches concurrent requests with equal settings; a full queue answers 429 "
+            "with Retry-After. SIGINT/SIGTERM finish in-flight requests first. See "
+            "docs/serving.md."
+        ),
+    )
+    _add_backend_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` on /v1/* (default: $MEDCHAT_API_KEY, else none)",
+    )
+    p.add_argument(
+        "--max-batch-size", type=int, default=8, help="requests per generate (default 8)"
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)"
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="wait for batch companions (default 5)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=128, help="answer length by default (default 128)"
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from medchat.backends import load_backend
+    from medchat.console import console
+    from medchat.serve.api import ServeConfig, serve
+
+    api_key = args.api_key or os.environ.get("MEDCHAT_API_KEY") or None
+    config = ServeConfig(
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        batch_wait_ms=args.batch_wait_ms,
+        default_max_new_tokens=args.max_new_tokens,
+        max_new_tokens_limit=max(512, args.max_new_tokens),
+        api_key=api_key,
+    )
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] serving on {args.host} without --api-key")
+
+    def load():
+        return load_backend(
+            args.spec, args.backend, threads=args.threads, compute_type=args.compute_type
+        )
+
+    serve(load, args.host, args.port, config)
+    return 0
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="terminal chat with streamed answers (reads stdin, so questions can be piped)",
+        description="Commands: /help, /reset, /history, /quit. See docs/serving.md.",
+    )
+    _add_backend_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length (default 128)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from medchat.backends import load_backend
+    from medchat.chat import run_chat
+    from medchat.generate import GenerationSettings
+
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    backend = load_backend(
+        args.spec, args.backend, threads=args.threads, compute_type=args.compute_type
+    )
+    run_chat(backend, settings)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a run for serving: merged model folder, or CTranslate2 (int8)",
+        description=(
+            "merged: fold LoRA adapters into the base (plain transformers folder). ct2: convert "
+            "to CTranslate2 and check it against torch (greedy tokens and log-probs). Both "
+            "write prompt.txt and export_manifest.json. See docs/serving.md."
+        ),
+    )
+    p.add_argument("spec", metavar="SPEC", help="run dir, local model dir or hub id")
+    p.add_argument("--format", required=True, choices=["merged", "ct2"], help="what to write")
+    p.add_argument(
+        "--quantization",
+        default="int8",
+        choices=["int8", "float32"],
+        help="ct2 weight type (default int8)",
+    )
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from medchat import export
+
+    export.export_command(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- index / ask
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build and evaluate the knowledge-base retrieval index")
+    isub = p.add_subparsers(dest="index_verb", required=True, metavar="{build,eval}")
+    b = isub.add_parser(
+        "build",
+        help="chunk, embed (MiniLM) and BM25-index a prepared data folder",
+        description=(
+            "Index the knowledge base for `medchat ask --mode retrieve|rag`: answers cut into "
+            "chunks searched with their question and focus; MiniLM embeds each row's first chunk "
+            "(int8 on CPU), BM25 indexes every chunk; queries fuse both rankings. Index the train "
+            "split only (the default) when the index will answer eval questions. See "
+            "docs/retrieval.md."
+        ),
+    )
+    b.add_argument("--data", required=True, help="folder written by `medchat data prepare`")
+    b.add_argument("--out", required=True, help="index folder to create (written atomically)")
+    b.add_argument(
+        "--splits", default="train", help="comma-separated splits to index (default: train)"
+    )
+    b.add_argument("--chunk-words", type=int, default=64, help="answer words per chunk (64)")
+    b.add_argument(
+        "--dense-chunks", type=int, default=1, help="leading chunks per row to embed (1; 0 = all)"
+    )
+    b.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=128,
+        help="MiniLM word pieces per chunk (128; 64 builds ~2.4x faster, slightly lower recall)",
+    )
+    b.add_argument("--no-quantize", action="store_true", help="embed in fp32 instead of int8")
+    b.add_argument("--stemmer", choices=["porter", "none"], default="porter", help="BM25 stemmer")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e = isub.add_parser(
+        "eval",
+        help="recall@1/@5 and MRR of a split's questions (dense, BM25, hybrid)",
+        description=(
+            "A hit is any retrieved row of the question's own document (doc_id). Measure on an "
+            "index over all splits (--splits train,validation,test): the split keeps a "
+            "document's rows together, so a train-only index never holds a test document."
+        ),
+    )
+    e.add_argument("--index", required=True, help="index folder")
+    e.add_argument("--data", required=True, help="prepared data folder with the questions")
+    e.add_argument("--split", default="test", help="split whose questions to ask (test)")
+    e.add_argument(
+        "--exclude-own-row",
+        action="store_true",
+        help="hide each question's own row: its document must be found through its other rows",
+    )
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from medchat import retrieval
+
+    if args.index_verb == "build":
+        retrieval.build_command(args)
+    else:
+        retrieval.eval_command(args)
+    return 0
+
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ask",
+        help="answer one question: model, quoted knowledge-base answer, or both (RAG)",
+        description=(
+            "Modes: generate (SPEC only), retrieve (--index only: the best knowledge-base answer "
+            "quoted with its source), rag (SPEC and --index: the top-k passages as context). "
+            "Prints the emergency message first when the question is a red flag, the sources, "
+            "the safety verdict, and the disclaimer last. Default mode: rag with both, else "
+            "whichever is given."
+        ),
+    )
+    p.add_argument("spec", nargs="?", default=None, help="run dir, model dir or hub id")
+    p.add_argument("question", help="the question (quote it)")
+    p.add_argument("--index", default=None, help="index folder from `medchat index build`")
+    p.add_argument("--mode", choices=["generate", "retrieve", "rag"], default=None)
+    p.add_argument("--k", type=int, default=3, help="passages for rag (3)")
+    p.add_argument(
+        "--retriever", choices=["hybrid", "dense", "bm25"], default="hybrid", help="(hybrid)"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit (128)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    from medchat import answering
+
+    return answering.ask_command(args)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole job offline: prepare -> train full/LoRA/QLoRA -> eval -> report",
+        description=(
+            "Prepare data, train the tiny model with full fine-tuning, LoRA and QLoRA (where "
+            "bitsandbytes runs), evaluate base vs each, write the report, and print the "
+            "`medchat ui` command that compares them. Data, in this order: --data; MedQuAD in the "
+            "user cache (~/.cache/medchat); a download of MedQuAD when online; otherwise a small "
+            "illustrative sample that ships with medchat. Offline on 2 CPU cores: under 10 minutes. "
+            "With --model google/flan-t5-base (online, ideally on a GPU) it is the real job."
+        ),
+    )
+    p.add_argument("--data", default=None, help="Q&A source (file, folder, .tar.gz); see above")
+    p.add_argument("--out", default="medchat-demo", help="output folder (default medchat-demo)")
+    p.add_argument("--model", default="tiny", help="'tiny' (offline) or a hub id / local model dir")
+    p.add_argument("--limit", type=int, default=None, help="test examples to evaluate (default 100)")
+    p.add_argument("--quick", action="store_true", help="a minimal budget (CI's smoke run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from medchat import demo
+
+    demo.demo_command(args)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 _VERBS = {
+    "demo": (_add_demo, _run_demo),
     "data": (_add_data, _run_data),
     "train": (_add_train, _run_train),
     "config": (_add_config, _run_config),
     "safety": (_add_safety, _run_safety),
+    "eval": (_add_eval, _run_eval),
+    "report": (_add_report, _run_report),
+    "ui": (_add_ui, _run_ui),
+    "serve": (_add_serve, _run_serve),
+    "chat": (_add_chat, _run_chat),
+    "export": (_add_export, _run_export),
+    "index": (_add_index, _run_index),
+    "ask": (_add_ask, _run_ask),
 }
 
 

@@ -25,6 +25,7 @@ from medchat.config import Config, load_config, save_config
 from medchat.console import console
 from medchat.errors import MedchatError
 from medchat.fileio import atomic_write_text, read_json, write_json
+from medchat.model_card import write_model_card
 from medchat.prompts import format_prompt
 from medchat.qlora_fix import keep_4bit_trainable
 from medchat.runinfo import (
@@ -264,6 +265,8 @@ def _training_args(cfg: Config, run_dir: Path, precision: str):
         # Batches of similar length waste little compute on padding.
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
+        # True makes transformers 5 log DDP losses multiplied by the world size (15.0 for 7.5).
+        average_tokens_across_devices=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         save_only_model=False,
@@ -310,13 +313,16 @@ def train(
                 f"{run_dir}: no complete checkpoint to resume from; start a new run with --out"
             )
         _check_same_data(run_dir, manifest, data_dir)
-    else:
-        _prepare_run_dir(run_dir, overwrite)
-    seed_everything(cfg.train.seed)
-
-    base_name, base_path = _base_model_for(cfg, run_dir, train_rows)
-    if not resume:
-        _write_run_files(run_dir, cfg, manifest, base_name)
+    args = _training_args(cfg, run_dir, precision)  # under torchrun this joins the process group
+    # Under DDP (torchrun / accelerate launch) rank 0 makes the run folder and the tiny base
+    # first; the other ranks then find them there instead of racing to write them.
+    with args.main_process_first(desc="run folder"):
+        if args.process_index == 0 and not resume:
+            _prepare_run_dir(run_dir, overwrite)
+        seed_everything(cfg.train.seed)
+        base_name, base_path = _base_model_for(cfg, run_dir, train_rows)
+        if args.process_index == 0 and not resume:
+            _write_run_files(run_dir, cfg, manifest, base_name)
     tokenizer = modeling.load_tokenizer(base_path)
     train_ds = TokenizedPairs(train_rows, tokenizer, cfg)
     val_ds = TokenizedPairs(val_rows, tokenizer, cfg) if val_rows else None
@@ -341,7 +347,7 @@ def train(
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     trainer = _trainer_class()(
         model=model,
-        args=_training_args(cfg, run_dir, precision),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         # label_pad_token_id=-100: padding never counts in the loss.
@@ -360,6 +366,7 @@ def train(
         summary = _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision)
         write_json(run_dir / "train_summary.json", summary)
         trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
+        write_model_card(run_dir)
         _print_summary(run_dir, summary)
     return run_dir
 

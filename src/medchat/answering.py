@@ -1,0 +1,360 @@
+"""The three answer modes, shared by `medchat ask`, eval, the UI and the HTTP API.
+
+- `generate`: the model alone (format_prompt(question, the run's template)).
+- `retrieve`: the best knowledge-base answer, quoted verbatim, with its citation; no model.
+- `rag`: the top-k passages put before the question (`prompts.format_rag_prompt`), then the
+  model. The model input is the run's template applied to that RAG prompt, which is exactly what
+  a model trained on `build_rag_examples` rows saw.
+
+Every answer carries the safety verdict of its question (`medchat.safety.check`), so an emergency
+message can be shown first and the disclaimer last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medchat.errors import MedchatError
+from medchat.prompts import format_prompt, format_rag_prompt
+from medchat.safety import DISCLAIMER, SafetyVerdict, check
+
+MODES = ("generate", "retrieve", "rag")
+# Words of retrieved context in a RAG prompt, shared among the k passages: 240 words is about
+# 330 flan-t5 tokens, leaving room for the question within its 512-token input.
+CONTEXT_WORDS = 240
+MAX_SOURCE_TOKENS = 512
+# `retrieve` quotes the best row only when its MiniLM cosine to the question reaches this: an
+# unrelated question ("what's the weather?") tops out near 0.2, a paraphrase of an indexed one
+# sits well above 0.5, so 0.3 declines the first without refusing real matches.
+MIN_SIMILARITY = 0.3
+NO_MATCH = (
+    "No answer in the knowledge base matches this question closely enough. Try rephrasing it, "
+    "or ask a clinician."
+)
+
+
+@dataclass
+class Citation:
+    """Where a passage or quoted answer comes from."""
+
+    title: str
+    url: str | None
+    doc_id: str
+    row_id: str
+    question: str  # the knowledge-base question that matched
+    source: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """One answer in any mode, with its citations, safety verdict and latency."""
+
+    question: str
+    mode: str
+    text: str
+    citations: list[Citation]
+    safety: SafetyVerdict
+    latency_s: float
+    model: str | None = None
+    context: list[str] = field(default_factory=list)  # passages the model was given (rag)
+    matched: bool = True  # retrieve: a close enough knowledge-base row was found
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["citations"] = [c.to_dict() for c in self.citations]
+        d["safety"] = self.safety.to_dict()
+        return d
+
+    def display(self, verdict: bool = False) -> str:
+        """As shown to a person: emergency message and notes first, then the answer and its
+        sources, (with `verdict`, a one-line safety verdict), and the disclaimer last."""
+        s = self.safety
+        parts = [f"URGENT: {s.message}" if s.red_flag else s.message]
+        parts += [n for n in s.notes if n != s.message]
+        parts.append(self.text.strip())
+        if self.citations:
+            lines = [
+                f"[{i}] {c.title} - {c.url or c.row_id}" for i, c in enumerate(self.citations, 1)
+            ]
+            parts.append("Sources:\n" + "\n".join(lines))
+        if verdict:
+            flag = f"red flag ({s.category})" if s.red_flag else "no red flag"
+            note = f"; note: {s.category}" if s.category and not s.red_flag else ""
+            parts.append(f"Safety: {flag}{note}. Mode: {self.mode}; {self.latency_s:.2f}s.")
+        parts.append(DISCLAIMER)
+        return "\n\n".join(p for p in parts if p)
+
+
+def check_mode(mode: str, lm: Any, index: Any) -> None:
+    """Refuse, before any work, a mode without what it needs."""
+    if mode not in MODES:
+        raise MedchatError(f"unknown answer mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode in ("generate", "rag") and lm is None:
+        raise MedchatError(
+            f"mode {mode!r} needs a model: give a SPEC (run dir, model dir or hub id)"
+        )
+    if mode in ("retrieve", "rag") and index is None:
+        raise MedchatError(
+            f"mode {mode!r} needs a knowledge-base index: --index INDEX_DIR "
+            "(build one with `medchat index build --data DATA_DIR --out INDEX_DIR`)"
+        )
+
+
+def answer(
+    question: str,
+    mode: str,
+    lm: Any = None,
+    index: Any = None,
+    settings: Any = None,
+    k: int = 3,
+    **kwargs: Any,
+) -> Answer:
+    """Answer one question in `mode` (see `answer_batch` for the keyword arguments)."""
+    return answer_batch([question], mode, lm, index, settings, k, progress=False, **kwargs)[0]
+
+
+@dataclass
+class Grounding:
+    """What a mode puts around a question before any generation (for callers that generate or
+    stream themselves: the UI, the HTTP API, eval's cached batches)."""
+
+    question: str
+    mode: str
+    model_question: str | None  # what to pass to generate_answers in the question's place
+    citations: list[Citation]
+    context: list[str]  # passages inside model_question (rag)
+    quote: str | None = None  # retrieve: the answer text itself
+    matched: bool = True
+
+    def model_input(self, lm: Any) -> str:
+        """The exact model input (the run's template applied), e.g. for `stream_answer(prompt=)`."""
+        if self.model_question is None:
+            raise MedchatError("mode 'retrieve' has no model input")
+        return format_prompt(self.model_question, lm.prompt_template)
+
+
+def ground_batch(
+    questions: Sequence[str],
+    mode: str,
+    lm: Any = None,
+    index: Any = None,
+    k: int = 3,
+    *,
+    method: str = "hybrid",
+    min_similarity: float = MIN_SIMILARITY,
+    context_words: int = CONTEXT_WORDS,
+    progress: bool = False,
+) -> list[Grounding]:
+    """Retrieval for many questions (one embedding batch), shaped for `mode`; no generation."""
+    check_mode(mode, lm, index)
+    if k < 1:
+        raise MedchatError(f"k must be >= 1 (got {k})")
+    if mode == "generate":
+        return [Grounding(q, mode, q, [], []) for q in questions]
+    out = []
+    for q, hits in zip(
+        questions, index.search_batch(list(questions), k, method, progress=progress), strict=True
+    ):
+        if mode == "retrieve":
+            text, matched = _quote(hits, method, min_similarity)
+            cited = [_citation(h) for h in hits[:1]] if matched else []
+            out.append(Grounding(q, mode, None, cited, [], text, matched))
+        else:
+            passages = rag_passages(q, hits, context_words, lm)
+            rag = format_rag_prompt(q, passages)
+            out.append(Grounding(q, mode, rag, [_citation(h) for h in hits], passages))
+    return out
+
+
+def ground(
+    question: str, mode: str, lm: Any = None, index: Any = None, k: int = 3, **kwargs: Any
+) -> Grounding:
+    """`ground_batch` for one question."""
+    return ground_batch([question], mode, lm, index, k, **kwargs)[0]
+
+
+def answer_batch(
+    questions: Sequence[str],
+    mode: str,
+    lm: Any = None,
+    index: Any = None,
+    settings: Any = None,
+    k: int = 3,
+    *,
+    method: str = "hybrid",
+    min_similarity: float = MIN_SIMILARITY,
+    context_words: int = CONTEXT_WORDS,
+    progress: bool = True,
+) -> list[Answer]:
+    """Answer many questions in `mode`; generation is batched, retrieval embeds all at once.
+
+    `lm` is a `modeling.LoadedModel`, `index` a `retrieval.RetrievalIndex`, `settings` a
+    `generate.GenerationSettings` (defaults if None). `method` picks the retriever (hybrid, dense,
+    bm25). `min_similarity` applies to `retrieve` (0 always quotes the best row). Each answer's
+    latency_s is its share of the batch's wall time.
+    """
+    check_mode(mode, lm, index)
+    if index is not None and mode != "generate":
+        index.encoder  # noqa: B018 - load MiniLM now, so latency counts answering, not loading
+    start = time.perf_counter()
+    grounded = ground_batch(
+        questions,
+        mode,
+        lm,
+        index,
+        k,
+        method=method,
+        min_similarity=min_similarity,
+        context_words=context_words,
+    )
+    if mode == "retrieve":
+        texts = [g.quote or "" for g in grounded]
+    else:
+        texts = _generate(lm, [g.model_question for g in grounded], settings, progress)
+    share = (time.perf_counter() - start) / max(len(grounded), 1)
+    return [
+        Answer(
+            question=g.question,
+            mode=mode,
+            text=text,
+            citations=g.citations,
+            safety=check(g.question),
+            latency_s=share,
+            model=getattr(lm, "name", None) if mode != "retrieve" else None,
+            context=g.context,
+            matched=g.matched,
+        )
+        for g, text in zip(grounded, texts, strict=True)
+    ]
+
+
+def _generate(lm: Any, prompts: list[str], settings: Any, progress: bool) -> list[str]:
+    from medchat.generate import GenerationSettings, generate_answers
+
+    # generate_answers applies the run's template to each prompt, sorted by length, in batches.
+    return generate_answers(lm, prompts, settings or GenerationSettings(), progress=progress)
+
+
+def _quote(hits: list[Any], method: str, min_similarity: float) -> tuple[str, bool]:
+    """The best row's answer verbatim, or the no-match message when nothing is close enough."""
+    if not hits:
+        return NO_MATCH, False
+    best = hits[0]
+    # A row outside the dense top candidates (dense_score None) ranks below a hundred others.
+    similar = method == "bm25" or (best.dense_score or -1.0) >= min_similarity
+    return (best.row["answer"], True) if similar else (NO_MATCH, False)
+
+
+def _citation(hit: Any) -> Citation:
+    r = hit.row
+    return Citation(
+        title=hit.title,
+        url=r.get("url"),
+        doc_id=r["doc_id"],
+        row_id=r["id"],
+        question=r["question"],
+        source=r.get("source"),
+        score=round(hit.score, 6),
+    )
+
+
+def _passage(hit: Any, words: int | None = None) -> str:
+    text = hit.passage if words is None else " ".join(hit.passage.split()[:words])
+    return f"{hit.title}: {text}"
+
+
+def rag_passages(
+    question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS, lm: Any = None
+) -> list[str]:
+    """Each hit's passage, titled and cut to its share of `context_words`. With `lm`, passages
+    shrink until the model input fits its 512 tokens, so the question (last in the RAG template)
+    is never truncated away."""
+    if not hits:
+        return []
+    words = max(context_words // len(hits), 8)
+    while True:
+        passages = [_passage(h, words) for h in hits]
+        if lm is None or words <= 8:
+            return passages
+        prompt = format_prompt(format_rag_prompt(question, passages), lm.prompt_template)
+        if len(lm.tokenizer(prompt)["input_ids"]) <= MAX_SOURCE_TOKENS:
+            return passages
+        words = max(int(words * 0.8), 8)
+
+
+def rag_prompt(question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS) -> str:
+    """The RAG prompt for `question` and its retrieved `hits` (the run's template goes around it)."""
+    return format_rag_prompt(question, rag_passages(question, hits, context_words))
+
+
+def build_rag_examples(
+    rows: Sequence[dict[str, Any]],
+    index: Any,
+    k: int = 3,
+    exclude_own_doc: bool = True,
+    *,
+    context_words: int = CONTEXT_WORDS,
+    method: str = "hybrid",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Training rows whose question is replaced by its RAG prompt.
+
+    The context never holds the row's own answer: its own row is always left out, and with
+    `exclude_own_doc` its whole document too, so the model learns to use context rather than copy
+    a passage. Each row keeps its question as `original_question` and records where its context
+    came from (`context_doc_ids`, `context_row_ids`).
+    """
+    questions = [r["question"] for r in rows]
+    own_docs = [str(r.get("doc_id") or r["id"]) if exclude_own_doc else None for r in rows]
+    own_rows = [str(r["id"]) for r in rows]
+    hits = index.search_batch(questions, k, method, own_docs, own_rows, progress=progress)
+    out = []
+    for r, h in zip(rows, hits, strict=True):
+        out.append(
+            {
+                **r,
+                "question": rag_prompt(r["question"], h, context_words),
+                "original_question": r["question"],
+                "context_doc_ids": [x.doc_id for x in h],
+                "context_row_ids": [x.row["id"] for x in h],
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def ask_command(args: Any) -> int:
+    """`medchat ask [SPEC] QUESTION [--index DIR] [--mode M] [--k 3] [--json]`."""
+    import json
+    import sys
+
+    from medchat.generate import GenerationSettings
+
+    mode = args.mode or (
+        "rag" if args.spec and args.index else "retrieve" if args.index else "generate"
+    )
+    # Check with what was given before loading anything heavy.
+    check_mode(mode, args.spec, args.index)
+    lm = index = None
+    if mode != "generate":
+        from medchat.retrieval import load_index
+
+        index = load_index(args.index)
+    if mode != "retrieve":
+        from medchat.modeling import load_model_spec
+
+        lm = load_model_spec(args.spec)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    result = answer(args.question, mode, lm, index, settings, args.k, method=args.retriever)
+    out = json.dumps(result.to_dict(), ensure_ascii=False) if args.json else result.display(True)
+    sys.stdout.write(out + "\n")
+    return 0

