@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from medchat import modeling  # noqa: E402
-from medchat.prompts import format_prompt  # noqa: E402
+from medchat import modeling
+from medchat.prompts import format_prompt
 
 BENCH_CACHE = Path(__file__).resolve().parents[1] / ".dev" / "bench"
 

@@ -11,7 +11,12 @@ from random weights cannot flatter either side):
 - medchat int8 (--int8): the same path on a dynamically int8-quantised copy (nn.Linear weights);
   numerics change, so its agreement with the fp32 answers is printed too.
 
-    python benchmarks/eval_throughput.py --data .dev/data/medquad
+    python benchmarks/eval_throughput.py --data .dev/data/medquad --threads 1 --loop-threads 1,2 \
+        --loop-n 16 --int8 --agreement-run RUN
+
+--loop-threads times the loop once per thread count: the same count as medchat's path isolates
+batching; torch's default (2 here) is how the original ran. The loop's rate per example does not
+depend on how many examples it is timed on, so --loop-n 16 saves minutes.
 
 Other people's processes share the CPU: the load average is printed before and after; rerun when
 it is high.
@@ -128,6 +133,11 @@ def main() -> None:
     )
     ap.add_argument("--batch-size", type=int, default=64, help="medchat batch size (default 64)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--loop-threads",
+        default=None,
+        help="comma-separated torch thread counts to time the loop with (default: --threads)",
+    )
     ap.add_argument("--int8", action="store_true", help="also time dynamic int8 quantisation")
     ap.add_argument(
         "--agreement-run",
@@ -137,8 +147,11 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()
+    threads = args.threads or default_threads
+    loop_threads = (
+        [int(t) for t in args.loop_threads.split(",")] if args.loop_threads else [threads]
+    )
 
     base = base_shaped_model_dir(args.data)
     lm = load_model_spec(str(base), name="flan-t5-base-shaped", device="cpu")
@@ -147,63 +160,66 @@ def main() -> None:
     rows = select_examples(read_rows(args.data, "test"), args.n, seed=0)
     questions = [r["question"] for r in rows]
     loop_q = questions[: args.loop_n or len(questions)]
-    print(
-        f"CPU threads {torch.get_num_threads()}, {len(questions)} questions, {NEW_TOKENS} new tokens each; load {load_average()}",
-        flush=True,
-    )
+    print(f"{len(questions)} questions, {NEW_TOKENS} new tokens each; torch default threads "
+          f"{default_threads}; load {load_average()}", flush=True)  # fmt: skip
 
+    torch.set_num_threads(threads)
     medchat_path(lm, questions[:2], 2)  # warm-up (allocator, kernels)
     figures: dict[str, dict] = {}
     t, ours = medchat_path(lm, questions, args.batch_size)
-    figures["medchat fp32"] = record(f"medchat fp32, batch {args.batch_size}", t, len(questions))
-    t, loop = original_loop(lm, loop_q)
-    figures["original loop"] = record("original loop", t, len(loop_q))
-    figures["medchat fp32"]["agreement_with_loop"] = agreement(ours[: len(loop)], loop)
+    fp32 = f"medchat fp32 ({threads}t)"
+    figures[fp32] = record(f"{fp32}, batch {args.batch_size}", t, len(questions))
     if args.int8:
         qlm = quantised(lm)
         medchat_path(qlm, questions[:2], 2)
         t, q8 = medchat_path(qlm, questions, args.batch_size)
-        figures["medchat int8"] = record(
-            f"medchat int8, batch {args.batch_size}", t, len(questions)
-        )
-        figures["medchat int8"]["agreement_with_fp32"] = agreement(q8, ours)
+        name = f"medchat int8 ({threads}t)"
+        figures[name] = record(f"{name}, batch {args.batch_size}", t, len(questions))
+        figures[name]["agreement"] = {"vs": fp32, **agreement(q8, ours)}
+    for n_threads in loop_threads:
+        torch.set_num_threads(n_threads)
+        t, loop = original_loop(lm, loop_q)
+        name = f"original loop ({n_threads}t)"
+        figures[name] = record(name, t, len(loop_q))
+        figures[name]["agreement"] = {"vs": fp32, **agreement(loop, ours[: len(loop)])}
+    torch.set_num_threads(threads)
     summarise(figures)
     if args.agreement_run:
         agree = trained_agreement(args.agreement_run, questions, args.batch_size)
         figures["trained_agreement"] = {"run": str(args.agreement_run), **agree}
         for name, a in agree.items():
-            print(
-                f"{args.agreement_run.name} ({len(questions)} answers), {name}: exact_match {a['exact_match']:.2f}, shared_prefix {a['shared_prefix']:.2f}"
-            )
+            print(f"{args.agreement_run.name} ({len(questions)} answers), {name}: exact_match "
+                  f"{a['exact_match']:.2f}, shared_prefix {a['shared_prefix']:.2f}")  # fmt: skip
     if args.out:
-        meta = {"threads": torch.get_num_threads(), "n": len(questions), "new_tokens": NEW_TOKENS}
-        args.out.write_text(
-            json.dumps({**meta, "batch_size": args.batch_size, "figures": figures}, indent=2)
-        )
+        meta = {"n": len(questions), "new_tokens": NEW_TOKENS, "batch_size": args.batch_size}
+        args.out.write_text(json.dumps({**meta, "figures": figures}, indent=2))
 
 
 def record(label: str, t: dict[str, float], n: int) -> dict:
     wall, cpu = n / t["seconds"], n / t["cpu_seconds"]
-    print(
-        f"{label}: {n} examples, {wall:.3f} ex/s wall, {cpu:.3f} ex per CPU-s; load {load_average()}",
-        flush=True,
-    )
+    print(f"{label}: {n} examples, {wall:.3f} ex/s wall, {cpu:.3f} ex per CPU-s; "
+          f"load {load_average()}", flush=True)  # fmt: skip
     return {**t, "examples": n, "examples_per_s": wall, "examples_per_cpu_s": cpu}
 
 
 def summarise(figures: dict[str, dict]) -> None:
-    loop = figures["original loop"]
-    print(f"\n{'path':14} {'ex/s':>8} {'x loop':>7} {'ex/CPU-s':>9} {'x loop':>7}  agreement")
+    """One table, then every medchat path's speed-up over every loop variant."""
+    print(f"\n{'path':24} {'ex/s':>8} {'ex/CPU-s':>9}  agreement")
     for name, f in figures.items():
-        f["ratio_vs_loop"] = f["examples_per_s"] / loop["examples_per_s"]
-        f["cpu_ratio_vs_loop"] = f["examples_per_cpu_s"] / loop["examples_per_cpu_s"]
-        agree = f.get("agreement_with_loop") or f.get("agreement_with_fp32") or {}
-        ref = " vs the loop" if "agreement_with_loop" in f else " vs fp32 batched" if agree else ""
-        note = ", ".join(f"{k} {v:.2f}" for k, v in agree.items()) + ref
-        print(
-            f"{name:14} {f['examples_per_s']:8.3f} {f['ratio_vs_loop']:6.1f}x "
-            f"{f['examples_per_cpu_s']:9.3f} {f['cpu_ratio_vs_loop']:6.1f}x  {note}"
+        a = f.get("agreement")
+        note = (
+            f"exact {a['exact_match']:.2f}, prefix {a['shared_prefix']:.2f} vs {a['vs']}"
+            if a
+            else ""
         )
+        print(f"{name:24} {f['examples_per_s']:8.3f} {f['examples_per_cpu_s']:9.3f}  {note}")
+    loops = [n for n in figures if n.startswith("original")]
+    for name in (n for n in figures if n.startswith("medchat")):
+        for loop in loops:
+            wall = figures[name]["examples_per_s"] / figures[loop]["examples_per_s"]
+            cpu = figures[name]["examples_per_cpu_s"] / figures[loop]["examples_per_cpu_s"]
+            figures[name][f"x {loop}"] = {"wall": wall, "cpu": cpu}
+            print(f"{name} / {loop}: {wall:.1f}x wall, {cpu:.1f}x per CPU-second")
 
 
 if __name__ == "__main__":

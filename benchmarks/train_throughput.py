@@ -32,10 +32,29 @@ def _batches_original(rows, tokenizer, batch_size, seed):
     random.Random(seed).shuffle(order)
     for i in range(0, len(order), batch_size):
         chunk = [rows[j] for j in order[i : i + batch_size]]
-        src = tokenizer([r["prompt"] for r in chunk], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
+        src = tokenizer(
+            [r["prompt"] for r in chunk],
+            padding="max_length",
+            truncation=True,
+            max_length=128,
+            return_tensors="pt",
+        )
         # The original's bug, reproduced on purpose: labels padded to 512 with the pad id.
-        tgt = tokenizer([r["answer"] for r in chunk], padding="max_length", truncation=True, max_length=512, return_tensors="pt")
-        yield {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"], "labels": tgt["input_ids"]}, torch.numel(tgt["input_ids"])
+        tgt = tokenizer(
+            [r["answer"] for r in chunk],
+            padding="max_length",
+            truncation=True,
+            max_length=512,
+            return_tensors="pt",
+        )
+        yield (
+            {
+                "input_ids": src["input_ids"],
+                "attention_mask": src["attention_mask"],
+                "labels": tgt["input_ids"],
+            },
+            torch.numel(tgt["input_ids"]),
+        )
 
 
 def _batches_medchat(rows, tokenizer, batch_size, max_target, seed):
@@ -46,7 +65,9 @@ def _batches_medchat(rows, tokenizer, batch_size, max_target, seed):
     from medchat.train import TokenizedPairs
 
     cfg = load_config(None, [f"data.max_target_length={max_target}"])
-    ds = TokenizedPairs([{"question": r["question"], "answer": r["answer"]} for r in rows], tokenizer, cfg)
+    ds = TokenizedPairs(
+        [{"question": r["question"], "answer": r["answer"]} for r in rows], tokenizer, cfg
+    )
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     import torch
 
@@ -57,7 +78,9 @@ def _batches_medchat(rows, tokenizer, batch_size, max_target, seed):
         yield batch, int((batch["labels"] != -100).sum())
 
 
-def _run(recipe: str, model_dir: str, rows: list[dict], batch_size: int, seed: int, max_steps: int, queue) -> None:
+def _run(
+    recipe: str, model_dir: str, rows: list[dict], batch_size: int, seed: int, max_steps: int, queue
+) -> None:
     import torch
     from transformers import AutoTokenizer
 
@@ -111,10 +134,17 @@ def _run(recipe: str, model_dir: str, rows: list[dict], batch_size: int, seed: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, required=True, help="a `medchat data prepare` folder")
     ap.add_argument("--examples", type=int, default=48, help="examples per recipe (same ones)")
-    ap.add_argument("--fixed-shape-steps", type=int, default=2, help="steps timed for the original (fixed shape) and for LoRA/QLoRA")
+    ap.add_argument(
+        "--fixed-shape-steps",
+        type=int,
+        default=2,
+        help="steps timed for the original (fixed shape) and for LoRA/QLoRA",
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", default="original,medchat@512,medchat@256,lora@256,qlora@256")
@@ -129,21 +159,32 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         q = ctx.Queue()
         steps = 0 if recipe.startswith("medchat") else args.fixed_shape_steps
-        p = ctx.Process(target=_run, args=(recipe, model_dir, rows, args.batch_size, args.seed, steps, q))
+        p = ctx.Process(
+            target=_run, args=(recipe, model_dir, rows, args.batch_size, args.seed, steps, q)
+        )
         p.start()
         results[recipe] = q.get()
         p.join()
         r = results[recipe]
-        print(f"{recipe:14} {r['examples_per_s']:.3f} ex/s  {r['step_s']:.1f} s/step  peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+        print(
+            f"{recipe:14} {r['examples_per_s']:.3f} ex/s  {r['step_s']:.1f} s/step  peak RSS {r['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
 
     import torch
 
     base = results.get("original")
-    print(f"\nCPU, {torch.get_num_threads()} threads; {args.examples} MedQuAD train examples, batch {args.batch_size}, fp32")
-    print(f"{'recipe':14} {'ex/s':>7} {'s/step':>7} {'dec.pos':>8} {'peak GiB':>9} {'trainable':>12} {'vs original':>12}")
+    print(
+        f"\nCPU, {torch.get_num_threads()} threads; {args.examples} MedQuAD train examples, batch {args.batch_size}, fp32"
+    )
+    print(
+        f"{'recipe':14} {'ex/s':>7} {'s/step':>7} {'dec.pos':>8} {'peak GiB':>9} {'trainable':>12} {'vs original':>12}"
+    )
     for name, r in results.items():
         ratio = r["examples_per_s"] / base["examples_per_s"] if base else float("nan")
-        print(f"{name:14} {r['examples_per_s']:7.3f} {r['step_s']:7.2f} {r['decoder_positions']:8d} {r['peak_rss_gib']:9.2f} {r['trainable']:12,} {ratio:11.2f}x")
+        print(
+            f"{name:14} {r['examples_per_s']:7.3f} {r['step_s']:7.2f} {r['decoder_positions']:8d} {r['peak_rss_gib']:9.2f} {r['trainable']:12,} {ratio:11.2f}x"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

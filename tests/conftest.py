@@ -28,7 +28,9 @@ def has_module(name: str) -> bool:
 def requires(*modules: str) -> pytest.MarkDecorator:
     """Skip a test cleanly when an optional extra's module is missing, naming it."""
     missing = [m for m in modules if not has_module(m)]
-    return pytest.mark.skipif(bool(missing), reason=f"needs optional module(s): {', '.join(missing)}")
+    return pytest.mark.skipif(
+        bool(missing), reason=f"needs optional module(s): {', '.join(missing)}"
+    )
 
 
 @pytest.fixture(scope="session")

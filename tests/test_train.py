@@ -47,7 +47,10 @@ def test_seed_parity_presets_hold_the_original_hyperparameters() -> None:
 
 def test_config_reports_every_problem_at_once() -> None:
     with pytest.raises(MedchatError) as e:
-        load_config(None, ["train.method=sft", "train.precision=fp16", "lora.dropout=1.5", "train.batch_size=0"])
+        load_config(
+            None,
+            ["train.method=sft", "train.precision=fp16", "lora.dropout=1.5", "train.batch_size=0"],
+        )
     msg = str(e.value)
     for fragment in ("train.method", "fp16 is refused", "lora.dropout", "train.batch_size"):
         assert fragment in msg
@@ -61,7 +64,9 @@ def test_config_unknown_key_and_type_errors_name_the_field() -> None:
 
 
 def test_overrides_parse_numbers_and_words() -> None:
-    cfg = load_config(None, ["train.learning_rate=1e-4", "train.eval_strategy=no", "lora.target_modules=[q, v]"])
+    cfg = load_config(
+        None, ["train.learning_rate=1e-4", "train.eval_strategy=no", "lora.target_modules=[q, v]"]
+    )
     assert cfg.train.learning_rate == pytest.approx(1e-4)
     assert cfg.train.eval_strategy == "no"
     assert cfg.lora.target_modules == ["q", "v"]
@@ -71,7 +76,9 @@ def test_overrides_parse_numbers_and_words() -> None:
 
 
 def test_tiny_model_matches_flan_t5_head_layout() -> None:
-    model = modeling.build_model_from_config(modeling.t5_config(100, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1), seed=0)
+    model = modeling.build_model_from_config(
+        modeling.t5_config(100, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1), seed=0
+    )
     # One shared input embedding, a separate output head, no decoder-output rescaling: flan-t5.
     assert model.encoder.embed_tokens.weight is model.shared.weight
     assert model.lm_head.weight.data_ptr() != model.shared.weight.data_ptr()
@@ -83,7 +90,9 @@ def test_tiny_model_matches_flan_t5_head_layout() -> None:
 def test_untied_head_survives_save_and_load(tmp_path: Path) -> None:
     from transformers import T5ForConditionalGeneration
 
-    model = modeling.build_model_from_config(modeling.t5_config(100, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1), seed=0)
+    model = modeling.build_model_from_config(
+        modeling.t5_config(100, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1), seed=0
+    )
     model.save_pretrained(tmp_path)
     again = T5ForConditionalGeneration.from_pretrained(tmp_path)
     assert torch.equal(again.lm_head.weight, model.lm_head.weight)
@@ -99,7 +108,9 @@ def test_flan_t5_base_shape_and_lora_share_are_counted_right() -> None:
     assert modeling.count_parameters(model) == (247_577_856, 247_577_856)
     from medchat.config import LoraSettings
 
-    lora = modeling.attach_lora(model, LoraSettings(r=8, alpha=32, dropout=0.1, target_modules=["q", "v"]), quantized=False)
+    lora = modeling.attach_lora(
+        model, LoraSettings(r=8, alpha=32, dropout=0.1, target_modules=["q", "v"]), quantized=False
+    )
     trainable, total = modeling.count_parameters(lora)
     assert trainable == 884_736
     assert round(100 * trainable / total, 3) == 0.356
@@ -141,7 +152,9 @@ METHODS = ["full", "lora", pytest.param("qlora", marks=requires("bitsandbytes"))
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_method_trains_every_trainable_parameter_and_no_frozen_one(method, medquad_prepared, tmp_path, monkeypatch) -> None:
+def test_method_trains_every_trainable_parameter_and_no_frozen_one(
+    method, medquad_prepared, tmp_path, monkeypatch
+) -> None:
     seen = _spy_on_model(monkeypatch)
     run = train_micro(medquad_prepared, tmp_path / method, method)
     trainable, moved, frozen_moved = _changed(seen)
@@ -153,7 +166,9 @@ def test_method_trains_every_trainable_parameter_and_no_frozen_one(method, medqu
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["final_loss"] < summary["first_loss"]
     assert summary["eval_losses"][-1] < summary["eval_losses"][0]
-    assert summary["trainable_params"] == sum(p.numel() for p in seen["model"].parameters() if p.requires_grad)
+    assert summary["trainable_params"] == sum(
+        p.numel() for p in seen["model"].parameters() if p.requires_grad
+    )
 
 
 def test_run_dir_explains_itself(tiny_runs) -> None:
@@ -171,10 +186,21 @@ def test_run_dir_explains_itself(tiny_runs) -> None:
         assert any("eval_loss" in x for x in lines) and any("loss" in x for x in lines)
         assert "{question}" in (run / "prompt.txt").read_text()
         card = (run / "MODEL_CARD.md").read_text()
-        assert f"{method} fine-tuning" in card and "CC BY 4.0" in card and "Not a medical device" in card
+        assert (
+            f"{method} fine-tuning" in card
+            and "CC BY 4.0" in card
+            and "Not a medical device" in card
+        )
         assert load_config(run / "config.yaml").train.method == method
         summary = json.loads((run / "train_summary.json").read_text())
-        for key in ("wall_time_s", "examples_per_s", "target_tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
+        for key in (
+            "wall_time_s",
+            "examples_per_s",
+            "target_tokens_per_s",
+            "peak_memory_bytes",
+            "trainable_params",
+            "total_params",
+        ):
             assert summary[key] > 0, key
         # The best checkpoint is the one with the lowest eval loss.
         state = json.loads((run / "trainer_state.json").read_text())
@@ -192,7 +218,9 @@ def test_labels_pad_with_minus_100_and_truncate_to_eos(medquad_prepared) -> None
     tokenizer = modeling.train_tiny_tokenizer((r["answer"] for r in rows), 300)
     ds = train_mod.TokenizedPairs(rows, tokenizer, cfg)
     assert ds.truncated > 0
-    assert all(len(x["labels"]) <= 16 and x["labels"][-1] == tokenizer.eos_token_id for x in ds.items)
+    assert all(
+        len(x["labels"]) <= 16 and x["labels"][-1] == tokenizer.eos_token_id for x in ds.items
+    )
     batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)([ds[i] for i in range(8)])
     lengths = [len(ds[i]["labels"]) for i in range(8)]
     # Dynamic padding: the batch is as long as its longest answer, and padding is -100.
@@ -224,7 +252,11 @@ def test_qlora_repack_trap_is_real_and_fixed(tiny_runs, monkeypatch) -> None:
 
     def lora_model(fix: bool):
         torch.manual_seed(0)
-        model = modeling.attach_lora(modeling.load_pretrained(base, quant=QuantSettings()), LoraSettings(dropout=0.0), quantized=True)
+        model = modeling.attach_lora(
+            modeling.load_pretrained(base, quant=QuantSettings()),
+            LoraSettings(dropout=0.0),
+            quantized=True,
+        )
         with torch.no_grad():  # non-zero B so every LoRA weight gets a gradient
             for n, p in model.named_parameters():
                 if "lora_B" in n:
@@ -260,7 +292,9 @@ def test_qlora_repack_trap_is_real_and_fixed(tiny_runs, monkeypatch) -> None:
 
 
 @requires("bitsandbytes")
-def test_qlora_lora_weights_keep_changing_after_evaluation(medquad_prepared, tmp_path, monkeypatch) -> None:
+def test_qlora_lora_weights_keep_changing_after_evaluation(
+    medquad_prepared, tmp_path, monkeypatch
+) -> None:
     import bitsandbytes.nn.modules as bnb_modules
     from transformers import TrainerCallback
 
@@ -272,15 +306,30 @@ def test_qlora_lora_weights_keep_changing_after_evaluation(medquad_prepared, tmp
 
     class Snapshot(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kw):
-            snapshots.append((state.global_step, {n: p.detach().clone() for n, p in seen["model"].named_parameters() if p.requires_grad}))
+            snapshots.append(
+                (
+                    state.global_step,
+                    {
+                        n: p.detach().clone()
+                        for n, p in seen["model"].named_parameters()
+                        if p.requires_grad
+                    },
+                )
+            )
 
     original = train_mod._callbacks
     monkeypatch.setattr(train_mod, "_callbacks", lambda run_dir: [*original(run_dir), Snapshot()])
-    train_micro(medquad_prepared, tmp_path / "q", "qlora", "train.max_steps=12", "train.eval_steps=4")
+    train_micro(
+        medquad_prepared, tmp_path / "q", "qlora", "train.max_steps=12", "train.eval_steps=4"
+    )
     by_step = dict(snapshots)
     for step in (5, 6, 9, 10):  # steps right after the evaluations at 4 and 8
-        changed = [n for n in by_step[step] if not torch.equal(by_step[step][n], by_step[step - 1][n])]
-        assert len(changed) == len(by_step[step]), f"step {step}: {len(by_step[step]) - len(changed)} LoRA weights stuck"
+        changed = [
+            n for n in by_step[step] if not torch.equal(by_step[step][n], by_step[step - 1][n])
+        ]
+        assert len(changed) == len(by_step[step]), (
+            f"step {step}: {len(by_step[step]) - len(changed)} LoRA weights stuck"
+        )
     assert repacked_layers(seen["model"]) == 0
 
 
@@ -288,7 +337,13 @@ def test_qlora_lora_weights_keep_changing_after_evaluation(medquad_prepared, tmp
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medchat.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "medchat.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_kill_9_then_resume_reaches_the_same_weights(medquad_prepared, tmp_path) -> None:
@@ -296,10 +351,23 @@ def test_kill_9_then_resume_reaches_the_same_weights(medquad_prepared, tmp_path)
 
     overrides = [*MICRO, "train.method=full", "train.eval_steps=4"]
     straight = tmp_path / "straight"
-    assert _cli("train", "--data", str(medquad_prepared), "--out", str(straight), *overrides).returncode == 0
+    assert (
+        _cli(
+            "train", "--data", str(medquad_prepared), "--out", str(straight), *overrides
+        ).returncode
+        == 0
+    )
 
     run = tmp_path / "killed"
-    killed = _cli("train", "--data", str(medquad_prepared), "--out", str(run), *overrides, env={train_mod.FAULT_ENV: "10"})
+    killed = _cli(
+        "train",
+        "--data",
+        str(medquad_prepared),
+        "--out",
+        str(run),
+        *overrides,
+        env={train_mod.FAULT_ENV: "10"},
+    )
     assert killed.returncode == -9  # SIGKILL: no clean-up ran
     assert not (run / "model").exists()
     # A half-written checkpoint (no COMPLETE marker) must never be resumed from.
@@ -320,7 +388,7 @@ def test_kill_9_then_resume_reaches_the_same_weights(medquad_prepared, tmp_path)
 
 def test_existing_run_dir_needs_overwrite_or_resume(medquad_prepared, tiny_runs) -> None:
     cfg = load_config(None, [*MICRO, "train.method=lora"])
-    with pytest.raises(MedchatError, match="--overwrite.*--resume"):
+    with pytest.raises(MedchatError, match=r"--overwrite.*--resume"):
         train_mod.train(cfg, medquad_prepared, tiny_runs["lora"])
 
 
@@ -338,15 +406,21 @@ def test_data_folder_without_manifest_is_a_clear_error(tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_qlora_without_bitsandbytes_is_a_clear_error(medquad_prepared, tmp_path, monkeypatch) -> None:
+def test_qlora_without_bitsandbytes_is_a_clear_error(
+    medquad_prepared, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     with pytest.raises(MedchatError, match="bitsandbytes"):
-        train_mod.train(load_config(None, [*MICRO, "train.method=qlora"]), medquad_prepared, tmp_path / "run")
+        train_mod.train(
+            load_config(None, [*MICRO, "train.method=qlora"]), medquad_prepared, tmp_path / "run"
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_cli_train_errors_are_one_line_without_traceback(medquad_prepared, tmp_path) -> None:
-    out = _cli("train", "--data", str(medquad_prepared), "--out", str(tmp_path / "r"), "train.method=sft")
+    out = _cli(
+        "train", "--data", str(medquad_prepared), "--out", str(tmp_path / "r"), "train.method=sft"
+    )
     assert out.returncode == 2
     assert "train.method" in out.stderr and "Traceback" not in out.stderr
 
@@ -358,8 +432,12 @@ def test_merged_adapter_answers_like_the_adapter(tiny_runs) -> None:
     merged = train_mod.merge_adapter(run, str(run / "base_model"))
     settings = GenerationSettings(max_new_tokens=8)
     q = ["What is (are) asthma ?", "How to prevent gout ?"]
-    adapter_answers = generate_answers(modeling.load_model_spec(str(run)), q, settings, progress=False)
-    merged_answers = generate_answers(modeling.load_model_spec(str(merged)), q, settings, progress=False)
+    adapter_answers = generate_answers(
+        modeling.load_model_spec(str(run)), q, settings, progress=False
+    )
+    merged_answers = generate_answers(
+        modeling.load_model_spec(str(merged)), q, settings, progress=False
+    )
     assert merged_answers == adapter_answers
 
 

@@ -122,7 +122,9 @@ def demo(
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MedchatError(f"{out}: already exists; pass --overwrite to replace it, or choose --out")
+        raise MedchatError(
+            f"{out}: already exists; pass --overwrite to replace it, or choose --out"
+        )
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     methods = ["full", "lora"] + (["qlora"] if _qlora_available() else [])
@@ -177,4 +179,11 @@ def demo(
 
 
 def demo_command(args) -> None:
-    demo(args.data, args.out, model=args.model, quick=args.quick, overwrite=args.overwrite, limit=args.limit)
+    demo(
+        args.data,
+        args.out,
+        model=args.model,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        limit=args.limit,
+    )

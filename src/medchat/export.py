@@ -45,10 +45,11 @@ CHECK_PROMPTS = (
     "What causes asthma attacks in children?",
 )
 CHECK_TOKENS = 16
-# Mean |log-prob difference| per token allowed between the export and torch fp32. float32 should
-# agree to rounding; int8 weights move log-probs by a few hundredths. The scaling trap moves them
-# by whole nats (d_model**-0.5 flattens the distribution), far above both.
-SCORE_TOLERANCE = {"float32": 1e-3, "int8": 0.15}
+# Mean |log-prob difference| per token allowed between the export and torch fp32. float32 agrees
+# to rounding (measured 1e-6); int8 moves log-probs by about 0.1-0.2 nats on the nearly uniform
+# micro test models. The scaling trap moves them by whole nats (measured 2.25: d_model**-0.5
+# flattens the distribution), well above both.
+SCORE_TOLERANCE = {"float32": 1e-3, "int8": 0.5}
 
 
 # ----------------------------------------------------------------------------- merged

@@ -83,9 +83,20 @@ def _device_of(model) -> torch.device:
 
 
 @torch.inference_mode()
-def generate_batch(lm: LoadedModel, prompts: Sequence[str], settings: GenerationSettings, max_source_length: int = 512) -> list[str]:
+def generate_batch(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    max_source_length: int = 512,
+) -> list[str]:
     """Answers for one batch of already formatted prompts."""
-    enc = lm.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=max_source_length)
+    enc = lm.tokenizer(
+        list(prompts),
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=max_source_length,
+    )
     enc = {k: v.to(_device_of(lm.model)) for k, v in enc.items()}
     if settings.do_sample:
         torch.manual_seed(settings.seed)
@@ -112,7 +123,9 @@ def generate_answers(
         task = bar.add_task(description or lm.name, total=len(prompts))
         for start in range(0, len(order), settings.batch_size):
             idx = order[start : start + settings.batch_size]
-            for i, text in zip(idx, generate_batch(lm, [prompts[i] for i in idx], settings), strict=True):
+            for i, text in zip(
+                idx, generate_batch(lm, [prompts[i] for i in idx], settings), strict=True
+            ):
                 answers[i] = text
             bar.advance(task, len(idx))
     return answers
@@ -157,7 +170,9 @@ class StreamStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def stream_answer(lm: LoadedModel, question: str, settings: GenerationSettings, *, prompt: str | None = None) -> Iterator[StreamStats]:
+def stream_answer(
+    lm: LoadedModel, question: str, settings: GenerationSettings, *, prompt: str | None = None
+) -> Iterator[StreamStats]:
     """Yield the growing answer token by token (generation runs in a background thread)."""
     from transformers import TextIteratorStreamer
 

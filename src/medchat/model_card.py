@@ -12,8 +12,8 @@ import yaml
 from medchat.fileio import atomic_write_text
 
 MEDQUAD_LICENCE = (
-    "MedQuAD (Ben Abacha A., Demner-Fushman D. \"A Question-Entailment Approach to Question "
-    "Answering\". BMC Bioinformatics 20, 511 (2019)), CC BY 4.0. Answers come from NIH web sites; "
+    'MedQuAD (Ben Abacha A., Demner-Fushman D. "A Question-Entailment Approach to Question '
+    'Answering". BMC Bioinformatics 20, 511 (2019)), CC BY 4.0. Answers come from NIH web sites; '
     "the MedlinePlus subsets have no answers (removed for copyright)."
 )
 
@@ -65,13 +65,19 @@ def _metrics_section(metrics: dict[str, Any] | None, run_name: str | None) -> st
         if not isinstance(value, dict) or "value" not in value:
             continue
         b = base["metrics"].get(key, {}) if base else {}
-        ci = f" ({value.get('ci_low', float('nan')):.2f}–{value.get('ci_high', float('nan')):.2f})" if "ci_low" in value else ""
+        ci = (
+            f" ({value.get('ci_low', float('nan')):.2f}–{value.get('ci_high', float('nan')):.2f})"
+            if "ci_low" in value
+            else ""
+        )
         bval = f"{b['value']:.2f}" if isinstance(b, dict) and "value" in b else "–"
         lines.append(f"| {key} | {value['value']:.2f}{ci} | {bval} |")
     return "\n".join(lines)
 
 
-def write_model_card(run_dir: str | Path, metrics: dict[str, Any] | None = None, run_name: str | None = None) -> Path:
+def write_model_card(
+    run_dir: str | Path, metrics: dict[str, Any] | None = None, run_name: str | None = None
+) -> Path:
     """Write RUN/MODEL_CARD.md from the run's own files (and eval metrics when given)."""
     run_dir = Path(run_dir)
     info = _read(run_dir / "run_info.json") or {}
@@ -80,7 +86,18 @@ def write_model_card(run_dir: str | Path, metrics: dict[str, Any] | None = None,
     manifest = _read(run_dir / "data_manifest.json")
     method = info.get("method", "?")
     train = cfg.get("train", {})
-    hyper = {k: train.get(k) for k in ("learning_rate", "num_epochs", "max_steps", "batch_size", "weight_decay", "precision", "seed")}
+    hyper = {
+        k: train.get(k)
+        for k in (
+            "learning_rate",
+            "num_epochs",
+            "max_steps",
+            "batch_size",
+            "weight_decay",
+            "precision",
+            "seed",
+        )
+    }
     if method in ("lora", "qlora"):
         hyper["lora"] = cfg.get("lora")
     if method == "qlora":

@@ -279,7 +279,9 @@ class LoadedModel:
         h = hashlib.sha256()
         h.update(f"{self.kind}|{self.base}|{self.quantized}".encode())
         if self.kind != "pretrained" or Path(self.spec).exists():
-            for p in sorted(Path(self.spec).rglob("*.safetensors")) if Path(self.spec).is_dir() else []:
+            for p in (
+                sorted(Path(self.spec).rglob("*.safetensors")) if Path(self.spec).is_dir() else []
+            ):
                 st = p.stat()
                 h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
         else:
@@ -326,7 +328,9 @@ def load_model_spec(spec: str, name: str | None = None, device: str | None = Non
     if method == "full":
         model_dir = path / "model"
         if not model_dir.is_dir():
-            raise MedchatError(f"{path}: no model/ folder; did this run finish? (`medchat train --resume`)")
+            raise MedchatError(
+                f"{path}: no model/ folder; did this run finish? (`medchat train --resume`)"
+            )
         tokenizer = load_tokenizer(str(model_dir))
         model = load_pretrained(str(model_dir)).to(device).eval()
         return LoadedModel(name, model, tokenizer, spec, "full", base, template)
@@ -335,7 +339,9 @@ def load_model_spec(spec: str, name: str | None = None, device: str | None = Non
 
     adapter = path / "adapter"
     if not adapter.is_dir():
-        raise MedchatError(f"{path}: no adapter/ folder; did this run finish? (`medchat train --resume`)")
+        raise MedchatError(
+            f"{path}: no adapter/ folder; did this run finish? (`medchat train --resume`)"
+        )
     quantized = method == "qlora"
     if quantized:
         from medchat.config import QuantSettings

@@ -7,7 +7,9 @@ from __future__ import annotations
 DEFAULT_TEMPLATE = "Answer this medical question: {question}"
 
 # Used by the `rag` answer mode: retrieved passages go before the question.
-RAG_TEMPLATE = "Answer the medical question using the context.\nContext: {context}\nQuestion: {question}"
+RAG_TEMPLATE = (
+    "Answer the medical question using the context.\nContext: {context}\nQuestion: {question}"
+)
 
 
 def format_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:

@@ -38,5 +38,9 @@ def repacked_layers(model: torch.nn.Module) -> int:
     return sum(
         1
         for m in model.modules()
-        if getattr(getattr(getattr(m, "weight", None), "quant_state", None), "packing_format_for_cpu", False)
+        if getattr(
+            getattr(getattr(m, "weight", None), "quant_state", None),
+            "packing_format_for_cpu",
+            False,
+        )
     )

@@ -11,7 +11,7 @@ import base64
 import html
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -524,7 +524,7 @@ def build_doc(
     metrics: Mapping[str, Any],
     predictions: Sequence[Mapping[str, Any]],
     runs: Mapping[str, Path],
-    figures: Mapping[str, str],
+    figures: Collection[str],
     by: str,
     focus: str | None,
 ) -> Doc:
@@ -646,14 +646,14 @@ def report(
     found = discover_runs(metrics, runs)
     out = Path(out)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        figures = {"scores.png": "scores.png", "lengths.png": "lengths.png"}
+        figures = {"scores.png", "lengths.png"}  # always drawn; the other two when data exist
         plot_scores(metrics, tmp / "scores.png")
         plot_lengths(metrics, predictions, tmp / "lengths.png")
         if plot_changes(metrics, tmp / "change.png"):
-            figures["change.png"] = "change.png"
+            figures.add("change.png")
         histories = {n: loss_history(r) for n, r in found.items()}
         if plot_losses(histories, metrics["model_order"], tmp / "losses.png"):
-            figures["losses.png"] = "losses.png"
+            figures.add("losses.png")
         doc = build_doc(
             metrics,
             predictions,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 # Tiny MedQuAD: 10 pairs, 1 empty answer, 1 answer split over 2 pairs, 1 exact duplicate, the
 # same condition spelt two ways across GARD and GHR, and one file in the old NINDS layout.
 TINY_MEDQUAD = {
