@@ -48,7 +48,9 @@ def test_quick_demo_runs_the_whole_path_offline(tmp_path: Path, monkeypatch, cap
     assert (report / "report.html").stat().st_size > 1000
     assert (report / "report.md").is_file()
     for run in (out / "runs").iterdir():
-        assert (run / "MODEL_CARD.md").is_file()
+        card = (run / "MODEL_CARD.md").read_text()
+        # eval wrote each run's metrics vs the base into its model card
+        assert "| ROUGE-L F1 |" in card and "base `base`" in card
     err = capsys.readouterr().err
     assert "medchat ui --model base=" in err and "illustrative sample" in err
 

@@ -631,7 +631,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="Q&A source (file, folder, .tar.gz); see above")
     p.add_argument("--out", default="medchat-demo", help="output folder (default medchat-demo)")
     p.add_argument("--model", default="tiny", help="'tiny' (offline) or a hub id / local model dir")
-    p.add_argument("--limit", type=int, default=None, help="test examples to evaluate (default 100)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="test examples to evaluate (default 100)"
+    )
     p.add_argument("--quick", action="store_true", help="a minimal budget (CI's smoke run)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 

@@ -432,7 +432,7 @@ def quantize_int8(model: Any) -> Any:
 
     Changes numerics: greedy answers can differ from fp32 (benchmarks/eval_throughput.py measures
     how often). Opt-in only, applied to every model alike, and recorded in metrics.json and in the
-    cache key. About 1.7x faster than fp32 on the 2-core benchmark machine.
+    cache key. 1.7-1.8x faster than fp32 on the 2-core benchmark machine.
     """
     import warnings
 
@@ -797,8 +797,19 @@ def evaluate(
         write_jsonl(tmp / "predictions.jsonl", prediction_rows(rows, answers, scored, all_floors))
         write_json(tmp / "metrics.json", result)
     print_tables(result)
+    _update_model_cards(models, result)
     _say(ranks, f"Evaluation written to {out}")
     return out
+
+
+def _update_model_cards(models: Sequence[ModelSpec], result: Mapping[str, Any]) -> None:
+    """Each evaluated run folder's MODEL_CARD.md gets its metrics vs the base, with CIs."""
+    from medchat.model_card import write_model_card
+
+    for m in models:
+        run = Path(m.spec)
+        if (run / "run_info.json").is_file() and m.name != result.get("baseline"):
+            write_model_card(run, result, m.name)
 
 
 def check_request(out: Path, overwrite: bool, precision: str, semantic: bool) -> None:

@@ -131,6 +131,19 @@ def generate_answers(
     return answers
 
 
+def _speed_column_class():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        """Examples per second; blank until rich has measured a speed (it starts as None)."""
+
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.2f} ex/s" if task.speed else "")
+
+    return SpeedColumn
+
+
 def _progress(description: str, total: int, enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -143,11 +156,12 @@ def _progress(description: str, total: int, enabled: bool):
 
     from medchat.console import console
 
+    _SpeedColumn = _speed_column_class()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.speed:.2f} ex/s" if total else ""),
+        _SpeedColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

@@ -52,26 +52,29 @@ def _data_section(manifest: dict[str, Any] | None) -> str:
 
 def _metrics_section(metrics: dict[str, Any] | None, run_name: str | None) -> str:
     """A table of this model's metrics vs the base, with 95% CIs, from an eval's metrics.json."""
-    if not metrics or not run_name:
+    if not metrics or not run_name or run_name not in metrics.get("metrics", {}):
         return "Not evaluated yet: run `medchat eval` with this run folder, then `medchat report`."
-    models = metrics.get("models", {})
-    ours, base_name = models.get(run_name), metrics.get("base")
-    base = models.get(base_name) if base_name else None
-    if not ours:
-        return "Not evaluated yet."
-    lines = [f"On `{metrics.get('split', 'test')}` ({metrics.get('n', '?')} examples), greedy decoding:", "",
-             f"| metric | this model (95% CI) | base `{base_name}` |", "|---|---|---|"]  # fmt: skip
-    for key, value in ours.get("metrics", {}).items():
-        if not isinstance(value, dict) or "value" not in value:
+    ours = metrics["metrics"][run_name]
+    base_name = metrics.get("baseline")
+    base = metrics["metrics"].get(base_name, {})
+    labels = metrics.get("labels", {})
+    data = metrics.get("data", {})
+    lines = [
+        f"`{data.get('split', 'test')}` split, {data.get('n', '?')} examples, one generation "
+        f"setting for every model (`metrics.json` of the eval has them all):",
+        "",
+        f"| metric | this model (95% CI) | base `{base_name}` |",
+        "|---|---|---|",
+    ]
+    for key, value in ours.items():
+        if not isinstance(value, dict) or "value" not in value or value["value"] is None:
             continue
-        b = base["metrics"].get(key, {}) if base else {}
-        ci = (
-            f" ({value.get('ci_low', float('nan')):.2f}–{value.get('ci_high', float('nan')):.2f})"
-            if "ci_low" in value
-            else ""
-        )
-        bval = f"{b['value']:.2f}" if isinstance(b, dict) and "value" in b else "–"
-        lines.append(f"| {key} | {value['value']:.2f}{ci} | {bval} |")
+        ci = ""
+        if value.get("ci_low") is not None:
+            ci = f" ({value['ci_low']:.2f} to {value['ci_high']:.2f})"
+        b = base.get(key, {})
+        bval = f"{b['value']:.2f}" if isinstance(b, dict) and b.get("value") is not None else "-"
+        lines.append(f"| {labels.get(key, key)} | {value['value']:.2f}{ci} | {bval} |")
     return "\n".join(lines)
 
 
