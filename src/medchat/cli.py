@@ -624,7 +624,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "bitsandbytes runs), evaluate base vs each, write the report, and print the "
             "`medchat ui` command that compares them. Data, in this order: --data; MedQuAD in the "
             "user cache (~/.cache/medchat); a download of MedQuAD when online; otherwise a small "
-            "illustrative sample that ships with medchat. Offline on 2 CPU cores: under 10 minutes. "
+            "illustrative sample that ships with medchat. Offline on 2 CPU cores: minutes (--quick: ~1). "
             "With --model google/flan-t5-base (online, ideally on a GPU) it is the real job."
         ),
     )
