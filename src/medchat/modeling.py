@@ -278,13 +278,12 @@ class LoadedModel:
 
         h = hashlib.sha256()
         h.update(f"{self.kind}|{self.base}|{self.quantized}".encode())
-        if self.kind != "pretrained" or Path(self.spec).exists():
-            for p in (
-                sorted(Path(self.spec).rglob("*.safetensors")) if Path(self.spec).is_dir() else []
-            ):
+        spec = Path(self.spec)
+        if spec.is_dir():  # a run or model folder: its weight files' names, sizes and times
+            for p in sorted(spec.rglob("*.safetensors")):
                 st = p.stat()
                 h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-        else:
+        else:  # a hub id
             h.update(self.spec.encode())
         return h.hexdigest()[:16]
 

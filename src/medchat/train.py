@@ -211,7 +211,7 @@ def _base_model_for(cfg: Config, run_dir: Path, train_rows: list[dict]) -> tuple
     return "base_model", str(base_dir)
 
 
-def _load_trainable(cfg: Config, base_path: str, precision: str):
+def _load_trainable(cfg: Config, base_path: str):
     method = cfg.train.method
     quant = cfg.quant if method == "qlora" else None
     model = modeling.load_pretrained(base_path, quant=quant)
@@ -329,7 +329,7 @@ def train(
     if val_ds is None and cfg.train.eval_strategy != "no":
         raise MedchatError(f"{data_dir}: validation split is empty; set train.eval_strategy=no")
 
-    model = _load_trainable(cfg, base_path, precision)
+    model = _load_trainable(cfg, base_path)
     trainable, total = modeling.count_parameters(model)
     console.print(
         f"[bold]{cfg.train.method}[/] fine-tuning of {cfg.model.name}: {trainable:,} of {total:,} "
