@@ -167,12 +167,16 @@ def main() -> int:
     p.add_argument("--backends", default="torch,torch-int8,ct2", type=lambda s: s.split(","))
     p.add_argument("--agreement-run", default=None, help="tiny run dir to measure answer agreement")
     p.add_argument("--agreement-n", type=int, default=64, help="questions for --agreement-run")
+    p.add_argument(
+        "--agreement-only", action="store_true", help="skip the speed runs (with --agreement-run)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args()
 
     report: dict = {"threads": args.threads, "new_tokens": NEW_TOKENS, "cpu_count": os.cpu_count()}
-    report["speed"] = speed(args)
-    print(table(report["speed"], args.batch))
+    if not args.agreement_only:
+        report["speed"] = speed(args)
+        print(table(report["speed"], args.batch))
     if args.agreement_run:
         report["agreement"] = agreement(
             args.agreement_run, args.data, args.agreement_n, args.threads

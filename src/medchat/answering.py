@@ -79,17 +79,21 @@ class Answer:
         parts = [f"URGENT: {s.message}" if s.red_flag else s.message]
         parts += [n for n in s.notes if n != s.message]
         parts.append(self.text.strip())
-        if self.citations:
-            lines = [
-                f"[{i}] {c.title} - {c.url or c.row_id}" for i, c in enumerate(self.citations, 1)
-            ]
-            parts.append("Sources:\n" + "\n".join(lines))
+        parts.append(sources_text(self.citations))
         if verdict:
             flag = f"red flag ({s.category})" if s.red_flag else "no red flag"
             note = f"; note: {s.category}" if s.category and not s.red_flag else ""
             parts.append(f"Safety: {flag}{note}. Mode: {self.mode}; {self.latency_s:.2f}s.")
         parts.append(DISCLAIMER)
         return "\n\n".join(p for p in parts if p)
+
+
+def sources_text(citations: Sequence[Citation]) -> str:
+    """'Sources:' and one numbered line per citation (title - URL); '' without citations."""
+    if not citations:
+        return ""
+    lines = [f"[{i}] {c.title} - {c.url or c.row_id}" for i, c in enumerate(citations, 1)]
+    return "Sources:\n" + "\n".join(lines)
 
 
 def check_mode(mode: str, lm: Any, index: Any) -> None:
@@ -163,7 +167,7 @@ def ground_batch(
         questions, index.search_batch(list(questions), k, method, progress=progress), strict=True
     ):
         if mode == "retrieve":
-            text, matched = _quote(hits, method, min_similarity)
+            text, matched = quote_best(hits, method, min_similarity)
             cited = [_citation(h) for h in hits[:1]] if matched else []
             out.append(Grounding(q, mode, None, cited, [], text, matched))
         else:
@@ -242,7 +246,7 @@ def _generate(lm: Any, prompts: list[str], settings: Any, progress: bool) -> lis
     return generate_answers(lm, prompts, settings or GenerationSettings(), progress=progress)
 
 
-def _quote(hits: list[Any], method: str, min_similarity: float) -> tuple[str, bool]:
+def quote_best(hits: list[Any], method: str, min_similarity: float) -> tuple[str, bool]:
     """The best row's answer verbatim, or the no-match message when nothing is close enough."""
     if not hits:
         return NO_MATCH, False

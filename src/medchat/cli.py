@@ -280,6 +280,38 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "numerics, so answers can differ from fp32 (default off)"
         ),
     )
+    p.add_argument(
+        "--mode",
+        default="generate",
+        help=(
+            "answer modes to compare, comma-separated: generate (the model alone), rag (the "
+            "model given the top --k passages; reported as NAME+rag), retrieve (the index's best "
+            "answer quoted; a no-model system). Default generate"
+        ),
+    )
+    p.add_argument(
+        "--index",
+        default=None,
+        help=(
+            "knowledge-base index for rag/retrieve (`medchat index build`); refused when it "
+            "holds the evaluated split's documents"
+        ),
+    )
+    p.add_argument("--k", type=int, default=3, help="passages per question in rag (default 3)")
+    p.add_argument(
+        "--retriever",
+        default="hybrid",
+        choices=["hybrid", "dense", "bm25"],
+        help="ranking for rag/retrieve and recall (default hybrid)",
+    )
+    p.add_argument(
+        "--recall-index",
+        default=None,
+        help=(
+            "an index over every split, used only to measure gold-document recall@1/@5 of the "
+            "evaluated questions (never for answering)"
+        ),
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
@@ -357,6 +389,15 @@ def _add_ui(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--concurrency", type=int, default=2, help="requests answered at once")
     p.add_argument("--max-chars", type=int, default=1000, help="longest question accepted")
+    p.add_argument(
+        "--index",
+        default=None,
+        help=(
+            "knowledge-base index (`medchat index build`): adds the rag answer mode (the default "
+            "then), where every model gets the top --k passages and each answer cites them"
+        ),
+    )
+    p.add_argument("--k", type=int, default=3, help="passages per question in rag (default 3)")
 
 
 def _run_ui(args: argparse.Namespace) -> int:
@@ -424,6 +465,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=128, help="answer length by default (default 128)"
     )
+    p.add_argument(
+        "--index",
+        default=None,
+        help="knowledge-base index (`medchat index build`): enables the rag and retrieve modes",
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=["generate", "rag", "retrieve"],
+        help="answer mode when a request gives none (default: rag with --index, else generate)",
+    )
+    p.add_argument("--k", type=int, default=3, help="passages per question in rag (default 3)")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -439,16 +492,27 @@ def _run_serve(args: argparse.Namespace) -> int:
         default_max_new_tokens=args.max_new_tokens,
         max_new_tokens_limit=max(512, args.max_new_tokens),
         api_key=api_key,
+        default_mode=args.mode or ("rag" if args.index else "generate"),
+        k=args.k,
     )
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] serving on {args.host} without --api-key")
+    index = None
+    if args.index:
+        from medchat.retrieval import load_index
+
+        with console.status("loading the knowledge-base index…"):
+            index = load_index(args.index)
+            index.encoder  # noqa: B018 - load MiniLM before the first request, not during it
+    elif config.default_mode != "generate":
+        raise MedchatError(f"--mode {config.default_mode} needs --index INDEX_DIR")
 
     def load():
         return load_backend(
             args.spec, args.backend, threads=args.threads, compute_type=args.compute_type
         )
 
-    serve(load, args.host, args.port, config)
+    serve(load, args.host, args.port, config, index=index)
     return 0
 
 

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 BASE_NAME = "base"
 ECHO = "echo"
+# Answer modes eval compares (medchat.answering): each model answers in every model mode given
+# (a rag system is named NAME+rag), and `retrieve` adds a no-model system scored beside the floors.
+MODEL_MODES = ("generate", "rag")
+RETRIEVE = "retrieve"
+RAG_SUFFIX = "+rag"
 CACHE_ENV = "MEDCHAT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/medchat/predictions")
 # Bump when answers for the same model/data/settings could change (prompting, decoding code).
@@ -254,6 +259,184 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# ----------------------------------------------------------------------------- answer modes
+
+
+@dataclass
+class Retrieval:
+    """The index's top-k rows for every eval question, searched once for rag and retrieve."""
+
+    index: Any
+    hits: list[list[Any]]
+    record: dict[str, Any]  # metrics.json["retrieval"]; its identity is in rag cache keys
+
+
+def parse_modes(modes: str | Sequence[str] | None) -> list[str]:
+    """`"generate,rag,retrieve"` (or a list) -> the modes, in order, checked."""
+    from medchat.answering import MODES
+
+    items = modes.split(",") if isinstance(modes, str) else list(modes or ["generate"])
+    out = list(dict.fromkeys(m.strip() for m in items if m.strip()))
+    unknown = [m for m in out if m not in MODES]
+    if unknown or not out:
+        raise MedchatError(
+            f"--mode {','.join(unknown) or repr(modes)}: use generate, rag and/or retrieve, "
+            "comma-separated (e.g. --mode generate,rag,retrieve)"
+        )
+    if not any(m in MODEL_MODES for m in out):
+        raise MedchatError(
+            "--mode retrieve alone compares no model: add generate and/or rag "
+            "(e.g. --mode generate,retrieve)"
+        )
+    return out
+
+
+def check_retrieval_request(
+    modes: Sequence[str], index: str | Path | None, recall_index: str | Path | None
+) -> None:
+    """Refuse, before loading anything, a mode without its index or an index nothing uses."""
+    needs = [m for m in modes if m != "generate"]
+    hint = "build one from the train split: `medchat index build --data DIR --out INDEX_DIR`"
+    if needs and index is None:
+        raise MedchatError(f"--mode {','.join(needs)} needs --index INDEX_DIR; {hint}")
+    if index is not None and not needs:
+        raise MedchatError(
+            "--index is only used by --mode rag and retrieve; add one of them "
+            "(e.g. --mode generate,rag,retrieve), or drop --index"
+        )
+    for flag, path in (("--index", index), ("--recall-index", recall_index)):
+        if path is not None and not Path(path).is_dir():
+            raise MedchatError(f"{flag} {path}: no such index folder; {hint}")
+
+
+def _doc_of(row: Mapping[str, Any]) -> str:
+    return str(row.get("doc_id") or row["id"])
+
+
+def search_eval_index(
+    index_dir: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    split: str,
+    k: int,
+    method: str,
+    progress: bool,
+) -> Retrieval:
+    """Load the answering index, refuse one that holds the eval documents, search every question."""
+    from medchat.answering import CONTEXT_WORDS, MIN_SIMILARITY
+    from medchat.retrieval import load_index
+
+    if k < 1:
+        raise MedchatError(f"--k must be >= 1 (got {k})")
+    index = load_index(index_dir)
+    leaked = [r for r in rows if _doc_of(r) in index._doc_index]
+    if leaked:
+        raise MedchatError(
+            f"--index {index_dir}: holds the documents of {len(leaked)} of the {len(rows)} "
+            f"{split} examples (e.g. {leaked[0]['id']}), so rag and retrieve would read the "
+            f"reference answers. Build an index without the {split} split: "
+            "`medchat index build --data DIR --splits train --out INDEX_DIR`"
+        )
+    hits = index.search_batch([r["question"] for r in rows], k, method, progress=progress)
+    m = index.manifest
+    identity = {
+        "data": (m.get("data") or {}).get("hash"),
+        "settings": m.get("settings"),
+        "embedder": m.get("embedder"),
+        "counts": m.get("counts"),
+    }
+    record = {
+        "index": str(Path(index_dir).resolve()),
+        "index_sha256": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest(),
+        "index_splits": (m.get("data") or {}).get("splits"),
+        "index_rows": len(index),
+        "k": k,
+        "method": method,
+        "context_words": CONTEXT_WORDS,
+        "min_similarity": MIN_SIMILARITY,
+    }
+    return Retrieval(index, hits, record)
+
+
+def retrieve_answers(retrieval: Retrieval) -> tuple[list[str], float]:
+    """The `retrieve` system: each question's best row quoted (or the no-match message), and the
+    share of questions that found a close enough row."""
+    from medchat.answering import MIN_SIMILARITY, quote_best
+
+    quoted = [quote_best(h, retrieval.record["method"], MIN_SIMILARITY) for h in retrieval.hits]
+    matched = sum(ok for _, ok in quoted) / max(len(quoted), 1)
+    return [text for text, _ in quoted], matched
+
+
+def rag_inputs(
+    model: Mapping[str, Any], questions: Sequence[str], retrieval: Retrieval
+) -> list[str]:
+    """Each question's RAG prompt, its passages shrunk to fit this model's 512-token input, as
+    `answering.ground_batch` builds them for `medchat ask --mode rag`."""
+    from types import SimpleNamespace
+
+    from medchat.answering import CONTEXT_WORDS, rag_passages
+    from medchat.modeling import load_tokenizer
+    from medchat.prompts import format_rag_prompt
+
+    shaper = SimpleNamespace(
+        tokenizer=load_tokenizer(model["tokenizer"]), prompt_template=model["prompt_template"]
+    )
+    return [
+        format_rag_prompt(q, rag_passages(q, hits, CONTEXT_WORDS, shaper))
+        for q, hits in zip(questions, retrieval.hits, strict=True)
+    ]
+
+
+def expand_modes(
+    models: Sequence[ModelSpec],
+    described: Mapping[str, dict[str, Any]],
+    modes: Sequence[str],
+    retrieval: Retrieval | None,
+) -> tuple[list[ModelSpec], dict[str, dict[str, Any]]]:
+    """One system per model and model mode: NAME answers in generate mode, NAME+rag in rag."""
+    systems, out = [], {}
+    for m in models:
+        for mode in (x for x in modes if x in MODEL_MODES):
+            name = m.name + (RAG_SUFFIX if mode == "rag" else "")
+            systems.append(ModelSpec(name, m.spec))
+            out[name] = {**described[m.name], "answer_mode": mode}
+            if mode == "rag":
+                out[name]["retrieval"] = {
+                    k: retrieval.record[k] for k in ("index_sha256", "k", "method", "context_words")
+                }
+    clash = sorted({s.name for s in systems} & {ECHO, RETRIEVE}) or sorted(
+        {s.name for s in systems if [x.name for x in systems].count(s.name) > 1}
+    )
+    if clash:
+        raise MedchatError(f"--model: the name {clash[0]!r} is taken by another system; rename it")
+    return systems, out
+
+
+def recall_of(
+    recall_dir: str | Path, rows: Sequence[dict[str, Any]], split: str, method: str
+) -> dict[str, Any]:
+    """Gold-document recall@1/@5 and MRR@10 of the eval questions on an index that holds their
+    documents (built over every split): the known-item and the leave-row-out protocols."""
+    from medchat.retrieval import load_index, retrieval_recall
+
+    index = load_index(recall_dir)
+    missing = [r for r in rows if _doc_of(r) not in index._doc_index]
+    if missing:
+        raise MedchatError(
+            f"--recall-index {recall_dir}: lacks the documents of {len(missing)} of the "
+            f"{len(rows)} {split} examples (e.g. {missing[0]['id']}); recall needs an index over "
+            "every split: `medchat index build --data DIR --splits train,validation,test "
+            "--out ALL_INDEX_DIR` (never use it for --index)"
+        )
+    return {
+        "index": str(Path(recall_dir).resolve()),
+        "index_rows": len(index),
+        "method": method,
+        "known_item": retrieval_recall(index, rows, method=method),
+        "leave_row_out": retrieval_recall(index, rows, method=method, exclude_own_row=True),
+    }
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -281,6 +464,10 @@ def cache_key(
         "device": device,
         "precision": precision,
     }
+    if model.get("answer_mode", "generate") != "generate":
+        # Only then, so generate-mode keys (and caches) stay what they were.
+        material["answer_mode"] = model["answer_mode"]
+        material["retrieval"] = model["retrieval"]
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24], material
 
 
@@ -396,8 +583,12 @@ def answer_all(
     ranks: Ranks,
     progress: bool = True,
     precision: str = "fp32",
+    inputs: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each model's answers (cache first), one model loaded at a time; name -> {answers, ...}."""
+    """Each model's answers (cache first), one model loaded at a time; name -> {answers, ...}.
+
+    `inputs` gives a model its own questions in place of `questions` (rag systems: the RAG
+    prompts built for that model's tokenizer)."""
     from medchat.modeling import load_model_spec
 
     device = _device_name()
@@ -414,7 +605,7 @@ def answer_all(
         if precision == "int8":
             lm.model = quantize_int8(lm.model)
         start = time.perf_counter()
-        mine = shard(questions, ranks.rank, ranks.world)
+        mine = shard((inputs or {}).get(m.name, questions), ranks.rank, ranks.world)
         label = f"{m.name} ({i}/{len(models)})"
         part = answer_with_progress(lm, mine, settings, label, progress and ranks.rank == 0)
         seconds = time.perf_counter() - start
@@ -697,6 +888,18 @@ def print_tables(result: Mapping[str, Any]) -> None:
         )
         console.print(f"[bold]{comp['a']} - {comp['b']}[/]: {line}")
     console.print(NOT_READ_ALONE)
+    retrieval = result.get("retrieval") or {}
+    if retrieval.get("matched_rate") is not None:
+        console.print(
+            f"retrieve: a close enough knowledge-base row for {retrieval['matched_rate']:.1%} "
+            "of the questions"
+        )
+    for protocol, r in (retrieval.get("recall") or {}).items():
+        if isinstance(r, dict) and "recall@1" in r:
+            console.print(
+                f"gold-document recall ({retrieval['recall']['method']}, {protocol}, n={r['n']}): "
+                f"R@1 {r['recall@1']:.3f}, R@5 {r['recall@5']:.3f}, MRR@10 {r['mrr']:.3f}"
+            )
 
 
 def decimals(key: str) -> int:
@@ -741,17 +944,28 @@ def evaluate(
     progress: bool = True,
     embedder: Any = None,
     precision: str = "fp32",
+    modes: str | Sequence[str] = ("generate",),
+    index: str | Path | None = None,
+    k: int = 3,
+    retriever: str = "hybrid",
+    recall_index: str | Path | None = None,
 ) -> Path | None:
     """Evaluate `models` on one split; write predictions.jsonl + metrics.json into `out`.
 
     `generation` holds GenerationSettings fields the user set (max_new_tokens omitted: p95 of the
     references). `floors` are extra no-model systems (name -> one answer per example), scored
     beside the echo floor. `precision="int8"` quantises every model dynamically for CPU (changes
-    numerics; opt-in). Returns `out` on rank 0, None on other ranks.
+    numerics; opt-in). `modes` (generate, rag, retrieve) are the answer modes compared: each model
+    answers in generate and/or rag (as NAME+rag, with the `k` passages `retriever` finds in
+    `index`), and retrieve adds the index's quoted answers as a no-model system. `recall_index`
+    (an index over every split) adds gold-document recall of the questions. Returns `out` on
+    rank 0, None on other ranks.
     """
     from medchat.data import load_split
 
     data_dir, out = Path(data_dir), Path(out)
+    modes = parse_modes(modes)
+    check_retrieval_request(modes, index, recall_index)
     check_request(out, overwrite, precision, semantic and embedder is None)
     ranks = init_ranks()
     try:
@@ -764,12 +978,30 @@ def evaluate(
         described = {m.name: describe_spec(m.spec) for m in models}
         first_tokenizer = described[models[0].name]["tokenizer"]
         settings, note = resolve_settings(generation or {}, first_tokenizer, references)
-        _say(ranks, f"{len(rows)} {split} examples, {len(models)} model(s); {settings.to_dict()}")
+        retrieval = (
+            search_eval_index(index, rows, split, k, retriever, progress and ranks.rank == 0)
+            if index is not None
+            else None
+        )
+        recall = recall_of(recall_index, rows, split, retriever) if recall_index else None
+        if RETRIEVE in modes:
+            all_floors[RETRIEVE], retrieval.record["matched_rate"] = retrieve_answers(retrieval)
+        model_systems, described = expand_modes(models, described, modes, retrieval)
+        inputs = {
+            s.name: rag_inputs(described[s.name], questions, retrieval)
+            for s in model_systems
+            if described[s.name]["answer_mode"] == "rag"
+        }
+        _say(
+            ranks,
+            f"{len(rows)} {split} examples, {len(model_systems)} model system(s) "
+            f"({', '.join(modes)}); {settings.to_dict()}",
+        )
         cache = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
         ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
         answered = answer_all(
-            models, described, questions, ids, settings, data["data_key"], cache, ranks, progress,
-            precision,
+            model_systems, described, questions, ids, settings, data["data_key"], cache, ranks, progress,
+            precision, inputs,
         )  # fmt: skip
         if ranks.rank != 0:
             return None
@@ -793,6 +1025,10 @@ def evaluate(
     result = build_result(
         data, generation_record, described, answered, scored, list(all_floors), seed, semantic
     )
+    result["modes"] = modes
+    if retrieval is not None or recall is not None:
+        result["retrieval"] = {**(retrieval.record if retrieval else {}), "recall": recall}
+    result["safety"] = safety_figures()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         write_jsonl(tmp / "predictions.jsonl", prediction_rows(rows, answers, scored, all_floors))
         write_json(tmp / "metrics.json", result)
@@ -802,13 +1038,26 @@ def evaluate(
     return out
 
 
+def safety_figures() -> dict[str, Any]:
+    """Recall and false-positive rate of the safety layer on its labelled set, per split."""
+    from medchat.safety import evaluate_safety_set
+
+    figures = evaluate_safety_set()
+    return {"targets": figures["targets"], "splits": figures["splits"]}
+
+
 def _update_model_cards(models: Sequence[ModelSpec], result: Mapping[str, Any]) -> None:
     """Each evaluated run folder's MODEL_CARD.md gets its metrics vs the base, with CIs."""
     from medchat.model_card import write_model_card
 
     for m in models:
         run = Path(m.spec)
-        if (run / "run_info.json").is_file() and m.name != result.get("baseline"):
+        # Cards carry the model's own generate-mode figures; NAME+rag rows stay in the report.
+        if (
+            (run / "run_info.json").is_file()
+            and m.name != result.get("baseline")
+            and m.name in result["metrics"]
+        ):
             write_model_card(run, result, m.name)
 
 
@@ -910,7 +1159,8 @@ def eval_command(args: Any) -> None:
         args.data, parse_model_args(args.model), args.out, split=args.split, limit=args.limit,
         generation=generation, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         semantic=not args.no_semantic, seed=args.seed, overwrite=args.overwrite,
-        precision="int8" if args.cpu_int8 else "fp32",
+        precision="int8" if args.cpu_int8 else "fp32", modes=args.mode, index=args.index,
+        k=args.k, retriever=args.retriever, recall_index=args.recall_index,
     )  # fmt: skip
 
 

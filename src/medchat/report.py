@@ -392,6 +392,7 @@ def models_table(metrics: Mapping[str, Any]) -> Table:
         rows.append(
             [
                 name,
+                m.get("answer_mode", "generate"),
                 m["kind"],
                 m["spec"],
                 m["fingerprint"],
@@ -399,7 +400,89 @@ def models_table(metrics: Mapping[str, Any]) -> Table:
                 _num(m.get("generate_seconds"), 1),
             ]
         )
-    return Table(["model", "kind", "spec", "fingerprint", "from cache", "generate s"], rows)
+    return Table(
+        ["system", "mode", "kind", "spec", "fingerprint", "from cache", "generate s"], rows
+    )
+
+
+def modes_of(metrics: Mapping[str, Any]) -> list[str]:
+    return list(metrics.get("modes") or ["generate"])
+
+
+def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
+    """Answer modes compared, the index they used, and gold-document recall."""
+    r = metrics["retrieval"]
+    doc.h(2, "Answer modes and retrieval")
+    if r.get("index"):
+        matched = r.get("matched_rate")
+        doc.p(
+            f"Modes compared: {', '.join(modes_of(metrics))}. A system named NAME+rag is model "
+            f"NAME given the top {r['k']} passages ({r['method']} retrieval, "
+            f"{r['context_words']} words of context) from the index {r['index']} "
+            f"({r['index_rows']} rows of the {', '.join(r.get('index_splits') or ['?'])} "
+            "split(s); it holds none of the evaluated documents). "
+            + (
+                f"retrieve quoted a knowledge-base answer for {matched:.1%} of the questions and "
+                f"declined the rest (MiniLM cosine below {r['min_similarity']})."
+                if matched is not None
+                else ""
+            )
+        )
+    recall = r.get("recall")
+    if recall:
+        rows = [
+            [
+                protocol.replace("_", "-"),
+                str(x["n"]),
+                _num(x["recall@1"], 3),
+                _num(x["recall@5"], 3),
+                _num(x["mrr"], 3),
+            ]
+            for protocol, x in recall.items()
+            if isinstance(x, dict) and "recall@1" in x
+        ]
+        doc.add(Table(["protocol", "n", "recall@1", "recall@5", "MRR@10"], rows))
+        doc.p(
+            f"Gold-document recall of the evaluated questions ({recall['method']} retrieval) on "
+            f"{recall['index']} ({recall['index_rows']} rows over every split, used only for "
+            "this table): a hit is any retrieved row of the question's own document. "
+            "known-item: the question's own row is indexed; leave-row-out: it is hidden, so the "
+            "document must be found through its other rows (single-row documents skipped)."
+        )
+    else:
+        doc.p(
+            "Gold-document recall not measured: give `medchat eval --recall-index` an index over "
+            "every split (the answering index must not hold the evaluated documents)."
+        )
+
+
+def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:
+    """The safety layer's recall and false-positive rate on its labelled set."""
+    t = safety["targets"]
+    doc.h(2, "Safety layer")
+    rows = [
+        [
+            split,
+            str(x["n"]),
+            f"{x['positives']}/{x['negatives']}",
+            _num(x["recall"], 3),
+            _num(x["false_positive_rate"], 3),
+            _num(x["precision"], 3),
+        ]
+        for split, x in safety["splits"].items()
+    ]
+    doc.add(
+        Table(
+            ["split", "n", "emergencies/other", "recall", "false-positive rate", "precision"], rows
+        )
+    )
+    doc.p(
+        "Red-flag detection (`medchat.safety`, used by every answering path) on the project's "
+        "labelled safety set: emergencies phrased many ways, and non-emergencies that share their "
+        f"words. Targets: recall >= {t['recall']}, false-positive rate <= "
+        f"{t['false_positive_rate']}. The rules were written against the dev part only; the "
+        "heldout part measures how they generalise. See docs/safety.md."
+    )
 
 
 # ----------------------------------------------------------------------------- examples
@@ -546,6 +629,11 @@ def build_doc(
     doc.p(
         'Floors are systems without a model: "echo" answers every question with the question '
         "itself; any model must clear it."
+        + (
+            ' "retrieve" quotes the best knowledge-base answer verbatim (see Answer modes).'
+            if "retrieve" in metrics["floors"]
+            else ""
+        )
     )
     if "scores.png" in figures:
         doc.add(Image("scores.png", "scores with 95% CIs"))
@@ -562,8 +650,17 @@ def build_doc(
             doc.add(Image("change.png", "change vs base"))
     between = [c for c in metrics["comparisons"] if c["b"] != base]
     if between:
-        doc.h(2, "Between fine-tuned models")
+        doc.h(
+            2,
+            "Between the other systems"
+            if len(modes_of(metrics)) > 1
+            else "Between fine-tuned models",
+        )
         doc.add(comparison_table(metrics, between))
+    if metrics.get("retrieval"):
+        add_retrieval(doc, metrics)
+    if metrics.get("safety"):
+        add_safety(doc, metrics["safety"])
     doc.h(2, "Answer length")
     if "lengths.png" in figures:
         doc.add(Image("lengths.png", "answer length distributions"))

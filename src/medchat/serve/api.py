@@ -66,9 +66,20 @@ class ServeConfig:
     max_question_chars: int = _f(4000, "Longer questions get 413 (T5 reads 512 tokens anyway).")
     max_body_bytes: int = _f(65536, "Larger request bodies get 413 before they are parsed.")
     api_key: str | None = _f(None, "When set, /v1/* needs `Authorization: Bearer KEY`.")
+    default_mode: str = _f(
+        "generate",
+        "Answer mode when a request does not say: generate (the model alone), rag (the model "
+        "given the top-k passages of the index) or retrieve (the best indexed answer, quoted). "
+        "rag and retrieve need an index.",
+    )
+    k: int = _f(3, "Passages per question in rag mode when a request does not say.")
 
     def __post_init__(self) -> None:
         problems = []
+        if self.default_mode not in ("generate", "rag", "retrieve"):
+            problems.append("default_mode must be generate, rag or retrieve")
+        if self.k < 1:
+            problems.append("k must be >= 1")
         for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_body_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -356,8 +367,12 @@ def _request_models():
         repetition_penalty: float = Field(1.0, gt=0, le=10)
         seed: int = Field(0, ge=0)
 
+    Mode = Literal["generate", "rag", "retrieve"]
+
     class AnswerRequest(GenerationOptions):
         question: str = Field(..., min_length=1)
+        mode: Mode | None = None  # the server's default mode when absent
+        k: int | None = Field(None, ge=1, le=10)
 
     class Message(BaseModel):
         model_config = ConfigDict(extra="ignore")
@@ -385,6 +400,9 @@ def _request_models():
         n: int = Field(1, ge=1, le=1)
         seed: int | None = Field(None, ge=0)
         stream: bool = False
+        # medchat's own (OpenAI clients send them with extra_body): answer mode and passages.
+        mode: Mode | None = None
+        k: int | None = Field(None, ge=1, le=10)
 
     return AnswerRequest, ChatRequest
 
@@ -398,8 +416,9 @@ def sse(data: Any, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
 
 
-def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
-    """The FastAPI app; `load()` runs on the worker thread and returns a backend."""
+def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index: Any = None):
+    """The FastAPI app; `load()` runs on the worker thread and returns a backend. `index` (a
+    `retrieval.RetrievalIndex`) enables the rag and retrieve answer modes, with citations."""
     from contextlib import asynccontextmanager
 
     from fastapi import Depends, FastAPI, Request
@@ -408,6 +427,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
     from starlette.exceptions import HTTPException
 
     config = config or ServeConfig()
+    if config.default_mode != "generate" and index is None:
+        raise MedchatError(f"default mode {config.default_mode!r} needs an index (--index)")
     metrics = Metrics()
     batcher = Batcher(load, config, metrics)
     metrics.queue_depth.set_function(batcher.depth)
@@ -492,6 +513,29 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
         except NotReady:
             raise fail(503, "model not ready", {"Retry-After": "5"}) from None
 
+    async def grounding(question: str, mode: str | None, k: int | None) -> Any:
+        """What the mode puts around the question (passages, citations, a quote); generate: none.
+
+        Retrieval embeds the question (MiniLM), so it runs off the event loop."""
+        from medchat.answering import Grounding, ground
+
+        mode = mode or config.default_mode
+        if mode == "generate":
+            return Grounding(question, mode, question, [], [])
+        if index is None:
+            raise fail(
+                422,
+                f"mode {mode!r} needs a knowledge-base index; this server has none "
+                "(start it with `medchat serve SPEC --index INDEX_DIR`)",
+            )
+        if mode == "rag" and not batcher.ready.is_set():
+            raise fail(503, "model not ready", {"Retry-After": "5"})
+        lm = batcher.backend if mode == "rag" else None
+        return await asyncio.to_thread(ground, question, mode, lm, index, k or config.k)
+
+    def grounded_fields(g: Any) -> dict[str, Any]:
+        return {"mode": g.mode, "citations": [c.to_dict() for c in g.citations]}
+
     async def answer_one(question: str, settings: GenerationSettings):
         job, results = enqueue(question, settings)
         try:
@@ -509,8 +553,9 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
     def model_name() -> str:
         return batcher.backend.name if batcher.backend is not None else "loading"
 
-    async def stream_job(job: Job, results: asyncio.Queue) -> AsyncIterator[tuple[str, Any]]:
-        """The job's results as they come; the job is cancelled if the client goes away."""
+    async def stream_job(job: Job | None, results: asyncio.Queue) -> AsyncIterator[tuple[str, Any]]:
+        """The job's results as they come; the job is cancelled if the client goes away.
+        (No job: a retrieve answer, already in `results`.)"""
         try:
             while True:
                 kind, value = await results.get()
@@ -518,7 +563,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
                 if kind != "text":
                     return
         finally:
-            job.cancelled.set()
+            if job is not None:
+                job.cancelled.set()
 
     # -- answers
 
@@ -528,15 +574,21 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
     async def answer(req: AnswerRequest):  # type: ignore[valid-type]
         start = time.perf_counter()
         question = question_of(req.question)
-        settings = settings_of(**req.model_dump(exclude={"question"}))
+        settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = safety.check(question)
-        gen = await answer_one(question, settings)
+        g = await grounding(question, req.mode, req.k)
+        if g.mode == "retrieve":
+            text, tokens, model, backend = g.quote, 0, None, "retrieve"
+        else:
+            gen = await answer_one(g.model_question, settings)
+            text, tokens, model, backend = gen.text, gen.tokens, model_name(), batcher.backend.kind
         return {
-            "answer": gen.text,
-            "model": model_name(),
-            "backend": batcher.backend.kind,
+            "answer": text,
+            "model": model,
+            "backend": backend,
+            **grounded_fields(g),
             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
-            "tokens": gen.tokens,
+            "tokens": tokens,
             "safety": verdict.to_dict(),
             "disclaimer": safety.DISCLAIMER,
         }
@@ -545,12 +597,19 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
     async def answer_stream(req: AnswerRequest):  # type: ignore[valid-type]
         start = time.perf_counter()
         question = question_of(req.question)
-        settings = settings_of(**req.model_dump(exclude={"question"}))
+        settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = safety.check(question)
-        job, results = enqueue(question, settings, stream=True)
+        g = await grounding(question, req.mode, req.k)
+        if g.mode == "retrieve":
+            job, results = None, asyncio.Queue()
+            for item in (("text", g.quote), ("done", _Quoted(g.quote))):
+                results.put_nowait(item)
+        else:
+            job, results = enqueue(g.model_question, settings, stream=True)
+        model = None if g.mode == "retrieve" else model_name()
 
         async def events() -> AsyncIterator[str]:
-            yield sse({"model": model_name(), "safety": verdict.to_dict()}, "meta")
+            yield sse({"model": model, **grounded_fields(g), "safety": verdict.to_dict()}, "meta")
             async for kind, value in stream_job(job, results):
                 if kind == "text":
                     yield sse({"text": value}, "token")
@@ -558,7 +617,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
                     yield sse(
                         {
                             "answer": value.text,
-                            "model": model_name(),
+                            "model": model,
+                            **grounded_fields(g),
                             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
                             "tokens": value.tokens,
                             "safety": verdict.to_dict(),
@@ -591,13 +651,21 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
 
     @app.post("/v1/chat/completions", dependencies=keyed)
     async def chat_completions(req: ChatRequest):  # type: ignore[valid-type]
+        from medchat.answering import sources_text
+
         question = last_user_message(req)
         settings = chat_settings(req)
         verdict = safety.check(question)
+        g = await grounding(question, req.mode, req.k)
+        sources = sources_text(g.citations)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if not req.stream:
-            gen = await answer_one(question, settings)
+            if g.mode == "retrieve":
+                gen = _Quoted(g.quote)
+            else:
+                gen = await answer_one(g.model_question, settings)
+            text = f"{gen.text}\n\n{sources}" if sources else gen.text
             return {
                 "id": ident,
                 "object": "chat.completion",
@@ -608,7 +676,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": safety.with_disclaimer(gen.text, verdict),
+                            "content": safety.with_disclaimer(text, verdict),
                         },
                         "finish_reason": _finish(gen, settings),
                     }
@@ -619,9 +687,15 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
                     "total_tokens": gen.prompt_tokens + gen.tokens,
                 },
                 "safety": verdict.to_dict(),
+                **grounded_fields(g),
             }
 
-        job, results = enqueue(question, settings, stream=True)
+        if g.mode == "retrieve":
+            job, results = None, asyncio.Queue()
+            for item in (("text", g.quote), ("done", _Quoted(g.quote))):
+                results.put_nowait(item)
+        else:
+            job, results = enqueue(g.model_question, settings, stream=True)
 
         def chunk(delta: dict, finish: str | None = None) -> str:
             return sse(
@@ -642,7 +716,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
                 if kind == "text":
                     yield chunk({"content": value})
                 elif kind == "done":
-                    yield chunk({"content": "\n\n" + safety.DISCLAIMER})
+                    tail = f"\n\n{sources}" if sources else ""
+                    yield chunk({"content": f"{tail}\n\n{safety.DISCLAIMER}"})
                     yield chunk({}, _finish(value, settings))
                 else:
                     yield sse(_error(f"generation failed: {value}", "server_error"))
@@ -669,7 +744,13 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None):
     async def readyz():
         if not batcher.ready.is_set():
             return JSONResponse({"ready": False, "model": model_name()}, 503)
-        return {"ready": True, "model": model_name(), "backend": batcher.backend.kind}
+        return {
+            "ready": True,
+            "model": model_name(),
+            "backend": batcher.backend.kind,
+            "default_mode": config.default_mode,
+            "index_rows": len(index) if index is not None else None,
+        }
 
     @app.get("/metrics")
     async def metrics_endpoint():
@@ -694,6 +775,15 @@ _KINDS = {
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+@dataclass
+class _Quoted:
+    """A retrieve answer in the shape of a backend's Generation (no tokens were generated)."""
+
+    text: str
+    tokens: int = 0
+    prompt_tokens: int = 0
+
+
 def _finish(gen: Any, settings: GenerationSettings) -> str:
     return "length" if gen.tokens >= settings.max_new_tokens else "stop"
 
@@ -707,12 +797,13 @@ def serve(
     port: int = 8000,
     config: ServeConfig | None = None,
     shutdown_timeout: float = 30.0,
+    index: Any = None,
 ) -> None:
     """Run the API with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first."""
     import uvicorn
 
     uvicorn.run(
-        create_app(load, config),
+        create_app(load, config, index),
         host=host,
         port=port,
         log_level="info",

@@ -25,7 +25,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +112,14 @@ def stream_columns(
     settings: GenerationSettings,
     names: Sequence[str] | None = None,
     tick_s: float = TICK_S,
+    questions: Mapping[str, str] | None = None,
 ) -> Iterator[list[ColumnState]]:
     """Answer with every column at once; yield all columns' states together as they grow.
 
     `group` is a `ModelGroup` (anything with `.names` and `.stream(name, question, settings)`).
-    A column that fails shows a friendly error; the others carry on.
+    `questions` gives a column its own model question (rag: the question with its passages,
+    shaped for that column's tokenizer). A column that fails shows a friendly error; the others
+    carry on.
     """
     names = list(names or group.names)
     states = [ColumnState(n) for n in names]
@@ -125,7 +128,7 @@ def stream_columns(
 
     def work(i: int, name: str) -> None:
         try:
-            answer = group.stream(name, question, settings)
+            answer = group.stream(name, (questions or {}).get(name, question), settings)
             try:
                 for stats in answer:
                     events.put((i, dataclasses.replace(stats)))
@@ -260,8 +263,43 @@ def reference_html(row: dict[str, Any], max_chars: int = 900) -> str:
     )
 
 
-def stats_html(state: ColumnState, waits_for: Sequence[str] = (), scoring: bool = False) -> str:
-    """The line under an answer: progress, time, tokens/s, scores; or the friendly error."""
+def _source_link(i: int, citation: Any) -> str:
+    title = html.escape(f"[{i}] {citation.title}")
+    url = citation.url or ""
+    if url.startswith(("http://", "https://")):
+        return f'<a href="{html.escape(url)}" target="_blank" rel="noopener noreferrer">{title}</a>'
+    return f"<span>{title}</span>"
+
+
+def citations_html(citations: Sequence[Any]) -> str:
+    """Numbered source links (title -> URL), as shown under each rag answer."""
+    links = [_source_link(i, c) for i, c in enumerate(citations, 1)]
+    return f'<div class="mc-cites">Sources: {" · ".join(links)}</div>' if links else ""
+
+
+def sources_html(citations: Sequence[Any], k: int) -> str:
+    """The panel above the columns: what every model was given to ground its answer."""
+    if not citations:
+        return notice_html("rag: no knowledge-base passage found; the models answered alone.")
+    rows = "".join(
+        f'<li>{_source_link(i, c)} <span class="mc-sub">{html.escape(c.source or "")} · '
+        f"matched “{html.escape(c.question)}”</span></li>"
+        for i, c in enumerate(citations, 1)
+    )
+    return (
+        '<div class="mc-ref"><div class="mc-ref-head">Knowledge-base passages given to every '
+        f'model <span class="mc-sub">rag · top {k}</span></div><ol class="mc-sources">{rows}</ol>'
+        "</div>"
+    )
+
+
+def stats_html(
+    state: ColumnState,
+    waits_for: Sequence[str] = (),
+    scoring: bool = False,
+    citations: Sequence[Any] = (),
+) -> str:
+    """The line under an answer: progress, time, tokens/s, scores, sources; or the error."""
     if state.status == "error":
         return f'<div class="mc-stats" data-state="error"><span class="mc-err">⚠ {html.escape(state.error or "")}</span></div>'
     if state.status == "idle":
@@ -282,7 +320,8 @@ def stats_html(state: ColumnState, waits_for: Sequence[str] = (), scoring: bool 
     )
     if scoring:
         score_line = '<div class="mc-scores">scoring against the reference…</div>'
-    return f'<div class="mc-stats" data-state="done">{" · ".join(parts)}{score_line}</div>'
+    cites = citations_html(citations)
+    return f'<div class="mc-stats" data-state="done">{" · ".join(parts)}{score_line}{cites}</div>'
 
 
 def column_header_html(col: Any, shares_with: Sequence[str]) -> str:
@@ -314,6 +353,8 @@ class Frame:
     busy: bool = False
     scoring: bool = False  # answers done, scores against the reference being computed
     waits_for: dict[str, list[str]] = field(default_factory=dict)
+    sources: str | None = None  # rag: the passages panel
+    citations: list[Any] = field(default_factory=list)  # rag: shown under every answer
 
 
 class CompareApp:
@@ -329,8 +370,12 @@ class CompareApp:
         embedder: Any = None,
         concurrency: int = CONCURRENCY,
         max_queue: int = MAX_QUEUE,
+        index: Any = None,
+        k: int = 3,
     ) -> None:
         self.group = group
+        self.index = index  # a retrieval.RetrievalIndex: enables the rag mode and its sources
+        self.k = k
         self.max_chars = max_chars
         self.defaults = defaults or GenerationSettings()
         self.concurrency = concurrency
@@ -377,10 +422,30 @@ class CompareApp:
     def reference_for(self, question: str) -> dict[str, Any] | None:
         return self.references.get(_norm(question))
 
+    def ground(self, question: str, mode: str) -> tuple[dict[str, str] | None, list[Any]]:
+        """rag: each column's model question (passages shaped for its tokenizer) and the
+        citations; generate: (None, [])."""
+        if mode == "generate":
+            return None, []
+        from medchat.answering import ground
+
+        if mode != "rag" or self.index is None:
+            raise MedchatError(f"answer mode {mode!r} needs the UI started with --index")
+        grounded = {
+            c.name: ground(question, "rag", c.lm, self.index, self.k) for c in self.group.columns
+        }
+        first = next(iter(grounded.values()))
+        return {n: g.model_question for n, g in grounded.items()}, first.citations
+
     def ask(
-        self, question: str, settings: GenerationSettings, history: list[dict[str, str]] | None
+        self,
+        question: str,
+        settings: GenerationSettings,
+        history: list[dict[str, str]] | None,
+        mode: str = "generate",
     ) -> Iterator[Frame]:
-        """Screen the question, stream every column's answer, score it, add it to the history."""
+        """Screen the question, (rag: retrieve passages), stream every column's answer, score it,
+        add it to the history."""
         history = list(history or [])
         problem = check_question(question, self.max_chars)
         if problem:
@@ -392,20 +457,35 @@ class CompareApp:
             alert = alert_html(verdict)
             ref = self.reference_for(question)
             ref_html = reference_html(ref) if ref else ""
+            questions, cites = self.ground(question, mode)
+            src = sources_html(cites, self.k) if questions is not None else ""
             states: list[ColumnState] = []
-            for states in stream_columns(self.group, question, settings):
-                yield Frame("", alert, ref_html, states, busy=True, waits_for=waits)
+            for states in stream_columns(self.group, question, settings, questions=questions):
+                yield Frame(
+                    "", alert, ref_html, states, busy=True, waits_for=waits, sources=src,
+                    citations=cites,
+                )  # fmt: skip
             if ref:
-                yield Frame("", alert, ref_html, states, busy=True, scoring=True)
+                yield Frame(
+                    "", alert, ref_html, states, busy=True, scoring=True, sources=src,
+                    citations=cites,
+                )  # fmt: skip
                 self.score(states, ref["answer"])
-            history += self._turn(question, verdict, states)
-            yield Frame("", alert, ref_html, states, history, memory_html(self.group))
+            history += self._turn(question, verdict, states, cites)
+            yield Frame(
+                "", alert, ref_html, states, history, memory_html(self.group), sources=src,
+                citations=cites,
+            )  # fmt: skip
         except Exception as e:
             log.exception("request failed")
             yield Frame(notice=notice_html(f"Sorry, something went wrong: {friendly_error(e)}"))
 
     def _turn(
-        self, question: str, verdict: safety.SafetyVerdict, states: list[ColumnState]
+        self,
+        question: str,
+        verdict: safety.SafetyVerdict,
+        states: list[ColumnState],
+        citations: Sequence[Any] = (),
     ) -> list[dict[str, str]]:
         turn = [{"role": "user", "content": question}]
         if verdict.red_flag and verdict.message:
@@ -416,6 +496,12 @@ class CompareApp:
             turn.append(
                 {"role": "assistant", "content": f"**{s.name}** · *{col.description}*\n\n{body}"}
             )
+        if citations:
+            links = [
+                f"[{i}] [{c.title}]({c.url})" if c.url else f"[{i}] {c.title}"
+                for i, c in enumerate(citations, 1)
+            ]
+            turn.append({"role": "assistant", "content": "Sources: " + " · ".join(links)})
         return turn
 
     # -- gradio --------------------------------------------------------------------------------
@@ -451,9 +537,21 @@ class CompareApp:
                     label="Try a question from the test split (its reference answer is shown)",
                     examples_per_page=N_EXAMPLES,
                 )
+            if self.index is not None:
+                mode = gr.Radio(
+                    ["rag", "generate"],
+                    value="rag",
+                    label="Answer mode",
+                    info=f"rag: every model is given the top {self.k} knowledge-base passages and "
+                    "its answer cites them; generate: the models answer alone",
+                    elem_id="mode",
+                )
+            else:
+                mode = gr.State("generate")
             notice = gr.HTML(elem_id="notice", visible=False)
             alert = gr.HTML(elem_id="alert", visible=False)
             reference = gr.HTML(elem_id="reference", visible=False)
+            sources = gr.HTML(elem_id="sources", visible=False)
             answers, stats = [], []
             with gr.Row(equal_height=True, elem_classes="mc-columns"):
                 for i, col in enumerate(self.group.columns):
@@ -511,6 +609,7 @@ class CompareApp:
                 notice,
                 alert,
                 reference,
+                sources,
                 *answers,
                 *stats,
                 chatbot,
@@ -527,7 +626,10 @@ class CompareApp:
                     [keep] * len(stats)
                     if cols is None
                     else [
-                        stats_html(s, frame.waits_for.get(s.name, ()), frame.scoring) for s in cols
+                        stats_html(
+                            s, frame.waits_for.get(s.name, ()), frame.scoring, frame.citations
+                        )
+                        for s in cols
                     ]
                 )
                 hist = keep if frame.history is None else frame.history
@@ -540,11 +642,12 @@ class CompareApp:
                     return keep if v is None else gr.HTML(v, visible=bool(v))
 
                 return (
-                    panel(frame.notice), panel(frame.alert), panel(frame.reference), *texts, *lines,
+                    panel(frame.notice), panel(frame.alert), panel(frame.reference),
+                    panel(frame.sources), *texts, *lines,
                     hist, hist, opt(frame.memory), gr.Button(interactive=not frame.busy),
                 )  # fmt: skip
 
-            def on_ask(q, max_new_v, beams_v, sample_v, temp_v, top_p_v, no_repeat_v, hist):
+            def on_ask(q, max_new_v, beams_v, sample_v, temp_v, top_p_v, no_repeat_v, hist, mode_v):
                 try:
                     settings = settings_from_ui(
                         max_new_v, beams_v, sample_v, temp_v, top_p_v, no_repeat_v
@@ -552,15 +655,16 @@ class CompareApp:
                 except MedchatError as e:
                     yield to_outputs(Frame(notice=notice_html(str(e))))
                     return
-                for frame in self.ask(q, settings, hist):
+                for frame in self.ask(q, settings, hist, mode_v):
                     yield to_outputs(frame)
 
             def on_clear():
                 empty = [ColumnState(c.name, status="idle") for c in self.group.columns]
-                frame = Frame("", "", "", empty, [], memory_html(self.group))
+                frame = Frame("", "", "", empty, [], memory_html(self.group), sources="")
                 return ("", *to_outputs(frame))
 
             inputs = [question, max_new, beams, sample, temperature, top_p, no_repeat, history]
+            inputs.append(mode)
             for trigger in (ask_btn.click, question.submit):
                 trigger(on_ask, inputs, outputs, concurrency_limit=self.concurrency,
                         concurrency_id="ask", show_progress="hidden")  # fmt: skip
@@ -675,7 +779,17 @@ def ui_command(args: Any) -> None:
         console.print(
             f"[bold yellow]binding {args.host}:[/] other machines on the network can reach it"
         )
-    app = CompareApp(group, rows, max_chars=args.max_chars, concurrency=args.concurrency)
+    index = None
+    if args.index:
+        from medchat.retrieval import load_index
+
+        with console.status("loading the knowledge-base index…"):
+            index = load_index(args.index)
+            index.encoder  # noqa: B018 - load MiniLM now, not on the first question
+        console.print(f"  index {args.index}: {len(index)} rows; answer mode rag by default")
+    app = CompareApp(
+        group, rows, max_chars=args.max_chars, concurrency=args.concurrency, index=index, k=args.k
+    )
     console.print(f"medchat UI on http://{args.host}:{args.port} (Ctrl+C to stop)")
     launch(app, host=args.host, port=args.port, share=args.share)
 
@@ -740,6 +854,9 @@ CSS = """
 .mc-answer textarea { font-size: 0.93rem !important; line-height: 1.45 !important; }
 .mc-stats { font-size: 0.8rem; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .mc-scores { margin-top: 2px; color: var(--body-text-color); }
+.mc-cites { margin-top: 2px; }
+.mc-cites a, .mc-sources a { color: var(--link-text-color); }
+.mc-sources { margin: 4px 0 0 18px; padding: 0; }
 .mc-err { color: #b91c1c; }
 .mc-memory { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: right; }
 .mc-footer { border-top: 1px solid var(--border-color-primary); margin-top: 8px; padding-top: 10px;

@@ -1,0 +1,210 @@
+"""`medchat eval --mode generate,rag,retrieve`: modes side by side, leak guard, recall, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medchat import evaluate as ev
+from medchat.cli import main
+from medchat.errors import MedchatError
+from tests.conftest import requires
+from tests.test_retrieval import mini_data, shared_index
+
+pytestmark = requires("rouge_score", "sacrebleu", "bm25s", "sentence_transformers", "nltk")
+
+NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def data(medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mini_data(tmp_path_factory.getbasetemp(), medquad_prepared)
+
+
+@pytest.fixture(scope="module")
+def train_index(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The answering index: the train split only, as `medchat index build` makes by default."""
+    out = tmp_path_factory.getbasetemp() / "kb_index_train"
+    if not (out / "manifest.json").is_file():
+        assert main(["index", "build", "--data", str(data), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def all_index(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_index(tmp_path_factory.getbasetemp(), data)
+
+
+def argv(data: Path, run: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "eval", "--data", str(data), "--out", str(out), "--cache-dir", str(cache),
+        "--model", f"full={run}", "--max-new-tokens", str(NEW_TOKENS), "--batch-size", "8",
+        "--limit", "16", "--no-semantic", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def modes_eval(data, train_index, all_index, tiny_runs, tmp_path_factory) -> dict:
+    """One eval of the full run in generate and rag mode plus retrieve; model inputs recorded."""
+    root = tmp_path_factory.mktemp("modes")
+    seen: dict[str, list[str]] = {}
+    real = ev.answer_with_progress
+
+    def spy(lm, questions, settings, label, enabled):
+        seen[label.split(" ")[0]] = list(questions)
+        return real(lm, questions, settings, label, enabled)
+
+    extra = ("--mode", "generate,rag,retrieve", "--index", str(train_index), "--k", "2")
+    extra += ("--recall-index", str(all_index))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "answer_with_progress", spy)
+        assert main(argv(data, tiny_runs["full"], root / "eval", root / "cache", *extra)) == 0
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    preds = [json.loads(x) for x in (root / "eval" / "predictions.jsonl").read_text().splitlines()]
+    return {"root": root, "metrics": metrics, "preds": preds, "seen": seen, "extra": extra}
+
+
+def test_each_mode_is_a_system_scored_on_the_same_examples(modes_eval) -> None:
+    m = modes_eval["metrics"]
+    assert m["modes"] == ["generate", "rag", "retrieve"]
+    assert m["model_order"] == ["full", "full+rag"]
+    assert set(m["floors"]) == {"echo", "retrieve"}
+    assert m["models"]["full"]["answer_mode"] == "generate"
+    assert m["models"]["full+rag"]["answer_mode"] == "rag"
+    # rag vs generate is a paired comparison on the same examples.
+    assert [(c["a"], c["b"]) for c in m["comparisons"]] == [("full+rag", "full")]
+    for row in modes_eval["preds"]:
+        assert set(row["answers"]) == {"full", "full+rag"}
+        assert "retrieve" in row["floors"]
+
+
+def test_rag_inputs_hold_train_passages_and_end_with_the_question(
+    modes_eval, data, train_index
+) -> None:
+    from medchat.data import load_split
+    from medchat.fileio import read_jsonl
+
+    plain, rag = modes_eval["seen"]["full"], modes_eval["seen"]["full+rag"]
+    questions = [r["question"] for r in modes_eval["preds"]]
+    assert sorted(plain) == sorted(questions)
+    assert len(rag) == len(plain)
+    titles = {r["focus"] for r in read_jsonl(train_index / "rows.jsonl")}
+    test_focus = {r["focus"] for r in load_split(data, "test")}
+    for q, prompt in zip(plain, rag, strict=True):
+        assert prompt != q and prompt.rstrip().endswith(q.strip())
+        # Passages are "{title}: {words}"; every title is a train row's focus, none a test one's.
+        used = [t for t in titles if f"{t}:" in prompt]
+        assert used and not any(f"{t}:" in prompt for t in test_focus - titles)
+
+
+def test_retrieve_quotes_train_answers_verbatim(modes_eval, train_index) -> None:
+    from medchat.answering import NO_MATCH
+    from medchat.fileio import read_jsonl
+
+    kb = {r["answer"] for r in read_jsonl(train_index / "rows.jsonl")}
+    quotes = [row["floors"]["retrieve"] for row in modes_eval["preds"]]
+    assert all(q in kb or q == NO_MATCH for q in quotes)
+    matched = sum(q in kb for q in quotes) / len(quotes)
+    assert matched == pytest.approx(modes_eval["metrics"]["retrieval"]["matched_rate"])
+    # A quoted answer of another document still overlaps its reference more than echo does.
+    floors = modes_eval["metrics"]["floors"]
+    assert floors["retrieve"]["rougeL"]["value"] > floors["echo"]["rougeL"]["value"]
+
+
+def test_recall_of_gold_documents_is_recorded(modes_eval) -> None:
+    r = modes_eval["metrics"]["retrieval"]
+    assert r["k"] == 2 and r["method"] == "hybrid" and r["index_splits"] == ["train"]
+    known, hidden = r["recall"]["known_item"], r["recall"]["leave_row_out"]
+    assert known["n"] == 16 and known["recall@5"] >= known["recall@1"] > 0.5
+    assert hidden["n"] <= known["n"]
+
+
+def test_rag_answers_are_cached_under_their_own_key(modes_eval, data, tiny_runs) -> None:
+    m, root = modes_eval["metrics"], modes_eval["root"]
+    keys = {n: m["models"][n]["cache_key"] for n in m["model_order"]}
+    assert keys["full"] != keys["full+rag"]
+    out = root / "again"
+    called = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "answer_with_progress", lambda *a: called.append(a) or [])
+        assert main(argv(data, tiny_runs["full"], out, root / "cache", *modes_eval["extra"])) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert not called and all(again["models"][n]["cached"] for n in keys)
+    assert {n: again["models"][n]["cache_key"] for n in keys} == keys
+
+
+def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
+    from medchat.report import report
+
+    out = report(modes_eval["root"] / "eval", modes_eval["root"] / "report")
+    md = (out / "report.md").read_text()
+    assert "## Answer modes and retrieval" in md
+    assert "full+rag" in md and "retrieve (floor)" in md
+    recall = modes_eval["metrics"]["retrieval"]["recall"]["known_item"]
+    assert f"| known-item | 16 | {recall['recall@1']:.3f} |" in md
+    assert "## Safety layer" in md
+    heldout = modes_eval["metrics"]["safety"]["splits"]["heldout"]
+    assert f"{heldout['recall']:.3f}" in md
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the CLI, expect exit 2, return what it said on stderr."""
+    assert main(args) == 2
+    return capsys.readouterr().err
+
+
+def test_an_index_holding_the_evaluated_documents_is_refused(
+    data, all_index, tiny_runs, tmp_path, capsys
+) -> None:
+    extra = ("--mode", "generate,rag", "--index", str(all_index))
+    err = refused(argv(data, tiny_runs["full"], tmp_path / "e", tmp_path / "c", *extra), capsys)
+    assert "holds the documents of 16 of the 16 test examples" in err
+    assert "--splits train" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_recall_index_must_hold_every_evaluated_document(
+    data, train_index, tiny_runs, tmp_path, capsys
+) -> None:
+    extra = ("--mode", "generate,retrieve", "--index", str(train_index))
+    extra += ("--recall-index", str(train_index))
+    err = refused(argv(data, tiny_runs["full"], tmp_path / "e", tmp_path / "c", *extra), capsys)
+    assert "lacks the documents of 16 of the 16" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--mode", "rag"), "needs --index"),
+        (("--mode", "retrieve"), "compares no model"),
+        (("--mode", "generate,recall"), "use generate, rag and/or retrieve"),
+        (("--index", "somewhere"), "only used by --mode rag and retrieve"),
+        (("--mode", "rag", "--index", "no/such/dir"), "no such index folder"),
+    ],
+)
+def test_mode_requests_are_checked_before_any_work(data, tmp_path, capsys, extra, message) -> None:
+    # A hub id that cannot load: the error must come before any model is touched.
+    args = argv(data, Path("no-such-org/no-such-model"), tmp_path / "e", tmp_path / "c", *extra)
+    assert message in refused(args, capsys)
+    with pytest.raises(MedchatError, match=message.split(" ")[0]):
+        ev.evaluate(
+            data,
+            [ev.ModelSpec("m", "no-such-org/no-such-model")],
+            tmp_path / "e",
+            modes=extra[1] if extra[0] == "--mode" else "generate",
+            index=extra[extra.index("--index") + 1] if "--index" in extra else None,
+        )
+
+
+def test_generate_cache_keys_do_not_change_with_modes() -> None:
+    from medchat.generate import GenerationSettings
+
+    model = {"fingerprint": "f", "prompt_template": "{question}"}
+    plain, _ = ev.cache_key(model, "d", GenerationSettings(), "cpu")
+    tagged, _ = ev.cache_key({**model, "answer_mode": "generate"}, "d", GenerationSettings(), "cpu")
+    rag = {**model, "answer_mode": "rag", "retrieval": {"index_sha256": "x", "k": 3}}
+    other = {**rag, "retrieval": {"index_sha256": "y", "k": 3}}
+    keys = [ev.cache_key(m, "d", GenerationSettings(), "cpu")[0] for m in (rag, other)]
+    assert plain == tagged and len({plain, *keys}) == 3
