@@ -208,3 +208,48 @@ def test_generate_cache_keys_do_not_change_with_modes() -> None:
     other = {**rag, "retrieval": {"index_sha256": "y", "k": 3}}
     keys = [ev.cache_key(m, "d", GenerationSettings(), "cpu")[0] for m in (rag, other)]
     assert plain == tagged and len({plain, *keys}) == 3
+
+
+# ----------------------------------------------------------------------------- RAG training
+
+
+def test_training_on_rag_examples_keeps_each_rows_own_document_out(
+    data, train_index, all_index, tmp_path
+) -> None:
+    from medchat import train as train_module
+    from medchat.config import load_config
+    from medchat.data import load_split
+    from tests.conftest import train_micro
+
+    seen: list[list[dict]] = []
+    real = train_module.TokenizedPairs
+
+    class Spy(real):
+        def __init__(self, rows, tokenizer, cfg) -> None:
+            seen.append(list(rows))
+            super().__init__(rows, tokenizer, cfg)
+
+    rag = (f"data.rag_index={train_index}", "data.rag_k=2", "data.max_source_length=384")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module, "TokenizedPairs", Spy)
+        run = train_micro(data, tmp_path / "rag", "full", *rag, "train.max_steps=2")
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["rag"]["k"] == 2 and info["rag"]["index_splits"] == ["train"]
+    train_rows, val_rows = seen
+    originals = {r["id"]: r for r in load_split(data, "train")}
+    for r in train_rows:
+        assert r["question"].rstrip().endswith(r["original_question"].strip())
+        assert r["question"] != r["original_question"] and len(r["context_doc_ids"]) == 2
+        assert originals[r["id"]]["doc_id"] not in r["context_doc_ids"]
+        assert r["id"] not in r["context_row_ids"]
+    assert all("original_question" in r for r in val_rows)
+    # the run answers in rag mode through eval like any other
+    out = tmp_path / "eval"
+    extra = ("--mode", "rag", "--index", str(train_index), "--k", "2")
+    assert main(argv(data, run, out, tmp_path / "cache", *extra)) == 0
+    assert json.loads((out / "metrics.json").read_text())["model_order"] == ["full+rag"]
+
+    with pytest.raises(MedchatError, match="max_source_length: 128 would cut the RAG context"):
+        load_config(None, [f"data.rag_index={train_index}", "data.max_source_length=128"])
+    with pytest.raises(MedchatError, match="indexes the test split"):
+        train_micro(data, tmp_path / "leak", "full", f"data.rag_index={all_index}", *rag[1:])

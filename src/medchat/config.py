@@ -66,6 +66,13 @@ class DataConfig:
     max_eval_examples: int | None = _f(
         None, "Use at most this many validation rows for eval loss (None = all)."
     )
+    rag_index: str | None = _f(
+        None,
+        "Train on RAG examples: a knowledge-base index folder (`medchat index build`, train split) "
+        "whose top rag_k passages go before each question; a row's own document is never in its "
+        "context. Needs max_source_length >= 384. None = plain questions.",
+    )
+    rag_k: int = _f(3, "Passages per RAG training example (with rag_index).")
 
 
 @dataclass
@@ -170,6 +177,13 @@ class Config:
             p.append("data.max_source_length/max_target_length: must be > 0")
         if "{question}" not in d.prompt_template:
             p.append("data.prompt_template: must contain {question}")
+        if d.rag_k < 1:
+            p.append(f"data.rag_k: must be >= 1 (got {d.rag_k})")
+        if d.rag_index and d.max_source_length < 384:
+            p.append(
+                f"data.max_source_length: {d.max_source_length} would cut the RAG context "
+                "(~330 tokens before the question); use >= 384 with data.rag_index"
+            )
         if lo.r <= 0 or lo.alpha <= 0:
             p.append("lora.r and lora.alpha: must be > 0")
         if not 0 <= lo.dropout < 1:

@@ -328,7 +328,7 @@ def search_eval_index(
     if k < 1:
         raise MedchatError(f"--k must be >= 1 (got {k})")
     index = load_index(index_dir)
-    leaked = [r for r in rows if _doc_of(r) in index._doc_index]
+    leaked = [r for r in rows if index.holds_doc(_doc_of(r))]
     if leaked:
         raise MedchatError(
             f"--index {index_dir}: holds the documents of {len(leaked)} of the {len(rows)} "
@@ -420,7 +420,7 @@ def recall_of(
     from medchat.retrieval import load_index, retrieval_recall
 
     index = load_index(recall_dir)
-    missing = [r for r in rows if _doc_of(r) not in index._doc_index]
+    missing = [r for r in rows if not index.holds_doc(_doc_of(r))]
     if missing:
         raise MedchatError(
             f"--recall-index {recall_dir}: lacks the documents of {len(missing)} of the "

@@ -326,6 +326,10 @@ class RetrievalIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def holds_doc(self, doc_id: str) -> bool:
+        """Whether any indexed row belongs to document `doc_id` (leak checks)."""
+        return doc_id in self._doc_index
+
     @property
     def encoder(self) -> Any:
         """The MiniLM that embeds queries, set up exactly as the one that built the index."""

@@ -167,7 +167,9 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_run_files(run_dir: Path, cfg: Config, manifest: dict, base_model: str) -> None:
+def _write_run_files(
+    run_dir: Path, cfg: Config, manifest: dict, base_model: str, rag: dict | None = None
+) -> None:
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / "prompt.txt", cfg.data.prompt_template)
     write_json(run_dir / "data_manifest.json", manifest)
@@ -183,8 +185,44 @@ def _write_run_files(run_dir: Path, cfg: Config, manifest: dict, base_model: str
             "command": command_line(),
             "device": device_description(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "rag": rag,  # None: trained on plain questions
         },
     )
+
+
+def rag_rows(
+    cfg: Config, data_dir: Path, train_rows: list[dict], val_rows: list[dict]
+) -> tuple[list[dict], list[dict], dict]:
+    """Train and validation rows with each question replaced by its RAG prompt
+    (`answering.build_rag_examples`): passages never come from the row's own document, so the
+    model learns to use context rather than copy its answer. Also what run_info records."""
+    from medchat.answering import build_rag_examples
+    from medchat.data import load_split
+    from medchat.retrieval import load_index
+
+    index = load_index(cfg.data.rag_index)
+    data = index.manifest.get("data") or {}
+    test_rows = load_split(data_dir, "test") if (data_dir / "test.jsonl").is_file() else []
+    leaked = [r for r in test_rows if index.holds_doc(str(r.get("doc_id") or r["id"]))]
+    if "test" in (data.get("splits") or []) or leaked:
+        raise MedchatError(
+            f"data.rag_index {cfg.data.rag_index}: indexes the test split, so training contexts "
+            "would hold test answers; build it from the train split: `medchat index build "
+            "--data DIR --out INDEX_DIR`"
+        )
+    console.print(f"building RAG examples from {cfg.data.rag_index} (k={cfg.data.rag_k})")
+    train_rows = build_rag_examples(train_rows, index, cfg.data.rag_k)
+    val_rows = (
+        build_rag_examples(val_rows, index, cfg.data.rag_k, progress=False) if val_rows else []
+    )
+    info = {
+        "index": str(Path(cfg.data.rag_index).resolve()),
+        "index_data_hash": data.get("hash"),
+        "index_splits": data.get("splits"),
+        "k": cfg.data.rag_k,
+        "exclude_own_doc": True,
+    }
+    return train_rows, val_rows, info
 
 
 # ----------------------------------------------------------------------------- model
@@ -304,6 +342,9 @@ def train(
         train_rows = train_rows[: cfg.data.max_train_examples]
     if cfg.data.max_eval_examples:
         val_rows = val_rows[: cfg.data.max_eval_examples]
+    rag = None
+    if cfg.data.rag_index:
+        train_rows, val_rows, rag = rag_rows(cfg, data_dir, train_rows, val_rows)
 
     checkpoint = None
     if resume:
@@ -322,7 +363,7 @@ def train(
         seed_everything(cfg.train.seed)
         base_name, base_path = _base_model_for(cfg, run_dir, train_rows)
         if args.process_index == 0 and not resume:
-            _write_run_files(run_dir, cfg, manifest, base_name)
+            _write_run_files(run_dir, cfg, manifest, base_name, rag)
     tokenizer = modeling.load_tokenizer(base_path)
     train_ds = TokenizedPairs(train_rows, tokenizer, cfg)
     val_ds = TokenizedPairs(val_rows, tokenizer, cfg) if val_rows else None
