@@ -740,13 +740,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`build_parser().parse_args`, letting `medchat ask SPEC --index DIR "question"` put its
+    options between its two positionals (argparse alone fills QUESTION with SPEC there)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if (
+        args.verb == "ask"
+        and args.spec is None
+        and len(extra) == 1
+        and not extra[0].startswith("-")
+    ):
+        args.spec, args.question = args.question, extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `medchat` console script."""
     # Offline-first: never phone home for analytics; users who want the hub still get it
     # through from_pretrained (HF_HUB_OFFLINE is left to the user).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _VERBS[args.verb][1](args)
     except MedchatError as e:
