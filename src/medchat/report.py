@@ -41,6 +41,7 @@ ORIGINAL_NUMBERS = {
 }
 N_EXAMPLES = 10
 EXCERPT_CHARS = 600
+SAFETY_ORDER = ("dev", "heldout", "all")  # tuned on, held out, both
 LABELS = {k: label for k, _, label in METRICS}
 
 
@@ -469,7 +470,7 @@ def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:
             _num(x["false_positive_rate"], 3),
             _num(x["precision"], 3),
         ]
-        for split, x in safety["splits"].items()
+        for split, x in sorted(safety["splits"].items(), key=lambda kv: SAFETY_ORDER.index(kv[0]))
     ]
     doc.add(
         Table(

@@ -137,7 +137,13 @@ def sse_events(text: str) -> list[tuple[str | None, str]]:
 def test_health_and_ready(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready == {"ready": True, "model": "full", "backend": "torch"}
+    assert ready == {
+        "ready": True,
+        "model": "full",
+        "backend": "torch",
+        "default_mode": "generate",
+        "index_rows": None,
+    }
 
 
 def test_readyz_is_503_until_the_model_has_loaded(backend):
@@ -418,6 +424,8 @@ def test_rag_answers_from_the_grounded_prompt_and_cites_its_passages(rag_client,
     from medchat.answering import ground
     from medchat.generate import GenerationSettings
 
+    ready = rag_client.get("/readyz").json()
+    assert ready["default_mode"] == "rag" and ready["index_rows"] == len(kb_index)
     row = kb_row(kb_index)
     body = rag_client.post("/v1/answer", json={"question": row["question"]}).json()
     g = ground(row["question"], "rag", backend, kb_index, 2)
