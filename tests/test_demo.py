@@ -42,6 +42,10 @@ def test_quick_demo_runs_the_whole_path_offline(tmp_path: Path, monkeypatch, cap
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    # the sample is split with a larger test share, so the report compares on enough examples
+    options = json.loads((out / "data" / "manifest.json").read_text())["options"]
+    assert (options["val_frac"], options["test_frac"]) == (0.1, 0.2)
+    assert metrics["data"]["n"] == 16  # --quick's limit, reached
     names = set(metrics["model_order"])
     assert {"base", "full", "lora"} <= names
     report = out / "report"
