@@ -193,6 +193,7 @@ def plot_scores(metrics: Mapping[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9.0, 4.2))
     width = 0.8 / len(systems)
     x = np.arange(len(keys))
+    floor_hatches = iter(["//", "..", "xx", "\\\\"] * len(systems))  # one pattern per floor
     for j, (label, entries, floor) in enumerate(systems):
         vals = [entries.get(k, {}).get("value") or 0.0 for k in keys]
         low = [v - (entries.get(k, {}).get("ci_low") or v) for k, v in zip(keys, vals, strict=True)]
@@ -202,7 +203,7 @@ def plot_scores(metrics: Mapping[str, Any], path: Path) -> None:
         ax.bar(
             x + (j - (len(systems) - 1) / 2) * width, vals, width, yerr=[low, high], capsize=2,
             label=label, color="0.82" if floor else _colour(label, metrics["model_order"]),
-            hatch="//" if floor else None, edgecolor="0.45" if floor else None,
+            hatch=next(floor_hatches) if floor else None, edgecolor="0.45" if floor else None,
             error_kw={"elinewidth": 0.8},
         )  # fmt: skip
     ax.set_xticks(x, [LABELS[k].replace(" (", "\n(") for k in keys], fontsize=8)
