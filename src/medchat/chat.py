@@ -40,10 +40,22 @@ def read_lines(stdin: TextIO, prompt: str) -> Iterator[str]:
 
 
 def answer_streamed(
-    backend: Any, question: str, settings: GenerationSettings, out: TextIO
+    backend: Any,
+    question: str,
+    settings: GenerationSettings,
+    out: TextIO,
+    index: Any = None,
+    k: int = 3,
 ) -> tuple[str, safety.SafetyVerdict]:
-    """Print the safety message (if any), then the answer as it is generated."""
+    """Print the safety message (if any), then the answer as it is generated; with an `index`
+    (rag), the model is given the top-k passages and the sources follow the answer."""
     verdict = safety.check(question)
+    prompt, citations = format_prompt(question, backend.prompt_template), []
+    if index is not None:
+        from medchat.answering import ground
+
+        grounded = ground(question, "rag", backend, index, k)
+        prompt, citations = grounded.model_input(backend), grounded.citations
     if verdict.message:
         out.write(f"\n!! {verdict.message}\n")
         for note in verdict.notes:
@@ -57,8 +69,12 @@ def answer_streamed(
         out.write(text)
         out.flush()
 
-    gen = backend.stream(format_prompt(question, backend.prompt_template), settings, show)
+    gen = backend.stream(prompt, settings, show)
     out.write("\n")
+    if citations:
+        from medchat.answering import sources_text
+
+        out.write(sources_text(citations) + "\n")
     if verdict.red_flag:
         out.write(f"({safety.DISCLAIMER})\n")
     out.flush()
@@ -70,12 +86,16 @@ def run_chat(
     settings: GenerationSettings,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
+    index: Any = None,
+    k: int = 3,
 ) -> list[tuple[str, str]]:
-    """Chat until /quit or end of input; returns the conversation (question, answer) pairs."""
+    """Chat until /quit or end of input; returns the conversation (question, answer) pairs.
+    With `index` every answer is grounded in the top-k passages and cites them (rag)."""
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     interactive = stdin is sys.stdin and stdin.isatty()
-    out.write(f"medchat chat: {backend.name} ({backend.kind}). /help for commands.\n")
+    grounding = f", rag over {len(index)} knowledge-base rows" if index is not None else ""
+    out.write(f"medchat chat: {backend.name} ({backend.kind}{grounding}). /help for commands.\n")
     out.write(f"{safety.DISCLAIMER}\n\n")
     history: list[tuple[str, str]] = []
     for line in read_lines(stdin, "you> " if interactive else ""):
@@ -101,7 +121,7 @@ def run_chat(
             continue
         if not interactive:  # echo piped questions so the transcript reads as a conversation
             out.write(f"you> {text}\n")
-        answer, _ = answer_streamed(backend, text, settings, out)
+        answer, _ = answer_streamed(backend, text, settings, out, index, k)
         history.append((text, answer))
     out.write("bye\n")
     out.flush()

@@ -529,6 +529,12 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--index",
+        default=None,
+        help="knowledge-base index: answer in rag mode, each answer followed by its sources",
+    )
+    p.add_argument("--k", type=int, default=3, help="passages per question with --index (3)")
 
 
 def _run_chat(args: argparse.Namespace) -> int:
@@ -547,7 +553,12 @@ def _run_chat(args: argparse.Namespace) -> int:
     backend = load_backend(
         args.spec, args.backend, threads=args.threads, compute_type=args.compute_type
     )
-    run_chat(backend, settings)
+    index = None
+    if args.index:
+        from medchat.retrieval import load_index
+
+        index = load_index(args.index)
+    run_chat(backend, settings, index=index, k=args.k)
     return 0
 
 
