@@ -533,6 +533,16 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         lm = batcher.backend if mode == "rag" else None
         return await asyncio.to_thread(ground, question, mode, lm, index, k or config.k)
 
+    def start_stream(g: Any, settings: GenerationSettings) -> tuple[Job | None, asyncio.Queue]:
+        """A streamed answer's job and result queue; a retrieve answer needs no model, so its
+        quote is queued whole at once."""
+        if g.mode != "retrieve":
+            return enqueue(g.model_question, settings, stream=True)
+        results: asyncio.Queue = asyncio.Queue()
+        for item in (("text", g.quote), ("done", _Quoted(g.quote))):
+            results.put_nowait(item)
+        return None, results
+
     def grounded_fields(g: Any) -> dict[str, Any]:
         return {"mode": g.mode, "citations": [c.to_dict() for c in g.citations]}
 
@@ -600,12 +610,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = safety.check(question)
         g = await grounding(question, req.mode, req.k)
-        if g.mode == "retrieve":
-            job, results = None, asyncio.Queue()
-            for item in (("text", g.quote), ("done", _Quoted(g.quote))):
-                results.put_nowait(item)
-        else:
-            job, results = enqueue(g.model_question, settings, stream=True)
+        job, results = start_stream(g, settings)
         model = None if g.mode == "retrieve" else model_name()
 
         async def events() -> AsyncIterator[str]:
@@ -690,12 +695,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
                 **grounded_fields(g),
             }
 
-        if g.mode == "retrieve":
-            job, results = None, asyncio.Queue()
-            for item in (("text", g.quote), ("done", _Quoted(g.quote))):
-                results.put_nowait(item)
-        else:
-            job, results = enqueue(g.model_question, settings, stream=True)
+        job, results = start_stream(g, settings)
 
         def chunk(delta: dict, finish: str | None = None) -> str:
             return sse(
