@@ -315,8 +315,10 @@ def build_rag_examples(
     a passage. Each row keeps its question as `original_question` and records where its context
     came from (`context_doc_ids`, `context_row_ids`).
     """
+    from medchat.retrieval import doc_id_of
+
     questions = [r["question"] for r in rows]
-    own_docs = [str(r.get("doc_id") or r["id"]) if exclude_own_doc else None for r in rows]
+    own_docs = [doc_id_of(r) if exclude_own_doc else None for r in rows]
     own_rows = [str(r["id"]) for r in rows]
     hits = index.search_batch(questions, k, method, own_docs, own_rows, progress=progress)
     out = []

@@ -309,10 +309,6 @@ def check_retrieval_request(
             raise MedchatError(f"{flag} {path}: no such index folder; {hint}")
 
 
-def _doc_of(row: Mapping[str, Any]) -> str:
-    return str(row.get("doc_id") or row["id"])
-
-
 def search_eval_index(
     index_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -323,12 +319,12 @@ def search_eval_index(
 ) -> Retrieval:
     """Load the answering index, refuse one that holds the eval documents, search every question."""
     from medchat.answering import CONTEXT_WORDS, MIN_SIMILARITY
-    from medchat.retrieval import load_index
+    from medchat.retrieval import doc_id_of, load_index
 
     if k < 1:
         raise MedchatError(f"--k must be >= 1 (got {k})")
     index = load_index(index_dir)
-    leaked = [r for r in rows if index.holds_doc(_doc_of(r))]
+    leaked = [r for r in rows if index.holds_doc(doc_id_of(r))]
     if leaked:
         raise MedchatError(
             f"--index {index_dir}: holds the documents of {len(leaked)} of the {len(rows)} "
@@ -417,10 +413,10 @@ def recall_of(
 ) -> dict[str, Any]:
     """Gold-document recall@1/@5 and MRR@10 of the eval questions on an index that holds their
     documents (built over every split): the known-item and the leave-row-out protocols."""
-    from medchat.retrieval import load_index, retrieval_recall
+    from medchat.retrieval import doc_id_of, load_index, retrieval_recall
 
     index = load_index(recall_dir)
-    missing = [r for r in rows if not index.holds_doc(_doc_of(r))]
+    missing = [r for r in rows if not index.holds_doc(doc_id_of(r))]
     if missing:
         raise MedchatError(
             f"--recall-index {recall_dir}: lacks the documents of {len(missing)} of the "

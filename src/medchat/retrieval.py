@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,11 @@ class Hit:
 # ----------------------------------------------------------------------------- chunking
 
 
+def doc_id_of(row: Mapping[str, Any]) -> str:
+    """The document a row belongs to: MedQuAD's doc_id, else the row itself (Kaggle, CSV)."""
+    return str(row.get("doc_id") or row["id"])
+
+
 def kb_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows as the index keeps them; rows without doc_id/url/focus (non-MedQuAD) get fallbacks."""
     out = []
@@ -131,7 +136,7 @@ def kb_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "url": r.get("url") or None,
                 "source": r.get("source") or None,
                 "qtype": r.get("qtype") or None,
-                "doc_id": str(r.get("doc_id") or r["id"]),
+                "doc_id": doc_id_of(r),
             }
         )
     return out
@@ -685,7 +690,7 @@ def retrieval_recall(
     )
     ranks = []
     for r, found in zip(rows, hits, strict=True):
-        gold = str(r.get("doc_id") or r["id"])
+        gold = doc_id_of(r)
         ranks.append(next((i for i, h in enumerate(found) if h.doc_id == gold), None))
     n = len(ranks)
     out: dict[str, Any] = {"method": method, "n": n}

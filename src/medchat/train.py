@@ -198,12 +198,12 @@ def rag_rows(
     model learns to use context rather than copy its answer. Also what run_info records."""
     from medchat.answering import build_rag_examples
     from medchat.data import load_split
-    from medchat.retrieval import load_index
+    from medchat.retrieval import doc_id_of, load_index
 
     index = load_index(cfg.data.rag_index)
     data = index.manifest.get("data") or {}
     test_rows = load_split(data_dir, "test") if (data_dir / "test.jsonl").is_file() else []
-    leaked = [r for r in test_rows if index.holds_doc(str(r.get("doc_id") or r["id"]))]
+    leaked = [r for r in test_rows if index.holds_doc(doc_id_of(r))]
     if "test" in (data.get("splits") or []) or leaked:
         raise MedchatError(
             f"data.rag_index {cfg.data.rag_index}: indexes the test split, so training contexts "
