@@ -168,12 +168,12 @@ def ground_batch(
     ):
         if mode == "retrieve":
             text, matched = quote_best(hits, method, min_similarity)
-            cited = [_citation(h) for h in hits[:1]] if matched else []
+            cited = [citation_of(h) for h in hits[:1]] if matched else []
             out.append(Grounding(q, mode, None, cited, [], text, matched))
         else:
             passages = rag_passages(q, hits, context_words, lm)
             rag = format_rag_prompt(q, passages)
-            out.append(Grounding(q, mode, rag, [_citation(h) for h in hits], passages))
+            out.append(Grounding(q, mode, rag, [citation_of(h) for h in hits], passages))
     return out
 
 
@@ -256,7 +256,8 @@ def quote_best(hits: list[Any], method: str, min_similarity: float) -> tuple[str
     return (best.row["answer"], True) if similar else (NO_MATCH, False)
 
 
-def _citation(hit: Any) -> Citation:
+def citation_of(hit: Any) -> Citation:
+    """The citation of one retrieved row."""
     r = hit.row
     return Citation(
         title=hit.title,
@@ -293,9 +294,12 @@ def rag_passages(
         words = max(int(words * 0.8), 8)
 
 
-def rag_prompt(question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS) -> str:
-    """The RAG prompt for `question` and its retrieved `hits` (the run's template goes around it)."""
-    return format_rag_prompt(question, rag_passages(question, hits, context_words))
+def rag_prompt(
+    question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS, lm: Any = None
+) -> str:
+    """The RAG prompt for `question` and its retrieved `hits` (the run's template goes around it);
+    with `lm`, shrunk to fit that model's input (see `rag_passages`)."""
+    return format_rag_prompt(question, rag_passages(question, hits, context_words, lm))
 
 
 def build_rag_examples(

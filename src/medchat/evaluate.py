@@ -370,15 +370,14 @@ def rag_inputs(
     `answering.ground_batch` builds them for `medchat ask --mode rag`."""
     from types import SimpleNamespace
 
-    from medchat.answering import CONTEXT_WORDS, rag_passages
+    from medchat.answering import CONTEXT_WORDS, rag_prompt
     from medchat.modeling import load_tokenizer
-    from medchat.prompts import format_rag_prompt
 
     shaper = SimpleNamespace(
         tokenizer=load_tokenizer(model["tokenizer"]), prompt_template=model["prompt_template"]
     )
     return [
-        format_rag_prompt(q, rag_passages(q, hits, CONTEXT_WORDS, shaper))
+        rag_prompt(q, hits, CONTEXT_WORDS, shaper)
         for q, hits in zip(questions, retrieval.hits, strict=True)
     ]
 

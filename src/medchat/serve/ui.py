@@ -427,15 +427,16 @@ class CompareApp:
         citations; generate: (None, [])."""
         if mode == "generate":
             return None, []
-        from medchat.answering import ground
+        from medchat.answering import CONTEXT_WORDS, citation_of, rag_prompt
 
         if mode != "rag" or self.index is None:
             raise MedchatError(f"answer mode {mode!r} needs the UI started with --index")
-        grounded = {
-            c.name: ground(question, "rag", c.lm, self.index, self.k) for c in self.group.columns
+        # One search for every column; only the passage length depends on a column's tokenizer.
+        hits = self.index.search(question, self.k)
+        questions = {
+            c.name: rag_prompt(question, hits, CONTEXT_WORDS, c.lm) for c in self.group.columns
         }
-        first = next(iter(grounded.values()))
-        return {n: g.model_question for n, g in grounded.items()}, first.citations
+        return questions, [citation_of(h) for h in hits]
 
     def ask(
         self,
