@@ -145,8 +145,10 @@ def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
     recall = modes_eval["metrics"]["retrieval"]["recall"]["known_item"]
     assert f"| known-item | 16 | {recall['recall@1']:.3f} |" in md
     assert "## Safety layer" in md
-    heldout = modes_eval["metrics"]["safety"]["splits"]["heldout"]
-    assert f"{heldout['recall']:.3f}" in md
+    blind = modes_eval["metrics"]["safety"]["sets"]["heldout_b"]
+    lo, hi = blind["recall"]["ci95"]
+    assert f"| blind held-out B | {blind['n']} |" in md
+    assert f"{blind['recall']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in md
 
 
 def refused(args: list[str], capsys: pytest.CaptureFixture) -> str:

@@ -129,4 +129,4 @@ def test_the_readme_data_and_safety_commands_run(tmp_path: Path, capsys) -> None
     assert ran == 4
     out = capsys.readouterr().out
     assert (tmp_path / "runs" / "data" / "manifest.json").is_file()
-    assert "RED FLAG [stroke]" in out
+    assert "EMERGENCY [stroke]" in out

@@ -19,7 +19,7 @@ from typing import Any
 
 from medchat.errors import MedchatError
 from medchat.prompts import format_prompt, format_rag_prompt
-from medchat.safety import DISCLAIMER, SafetyVerdict, check
+from medchat.safety import DISCLAIMER, SafetyVerdict, check, level_label
 
 MODES = ("generate", "retrieve", "rag")
 # Words of retrieved context in a RAG prompt, shared among the k passages: 240 words is about
@@ -76,14 +76,21 @@ class Answer:
         """As shown to a person: emergency message and notes first, then the answer and its
         sources, (with `verdict`, a one-line safety verdict), and the disclaimer last."""
         s = self.safety
-        parts = [f"URGENT: {s.message}" if s.red_flag else s.message]
+        label = level_label(s)
+        parts = [f"{label}: {s.message}" if label and s.message else s.message]
         parts += [n for n in s.notes if n != s.message]
         parts.append(self.text.strip())
         parts.append(sources_text(self.citations))
         if verdict:
-            flag = f"red flag ({s.category})" if s.red_flag else "no red flag"
-            note = f"; note: {s.category}" if s.category and not s.red_flag else ""
-            parts.append(f"Safety: {flag}{note}. Mode: {self.mode}; {self.latency_s:.2f}s.")
+            if not s.judged:
+                flag = "not checked (not English)"
+            elif s.level != "none":
+                flag = f"{s.level} ({s.category})"
+            else:
+                flag = "no red flag" + (f"; note: {s.category}" if s.category else "")
+            parts.append(
+                f"Safety: {flag} [{s.screen}]. Mode: {self.mode}; {self.latency_s:.2f}s."
+            )
         parts.append(DISCLAIMER)
         return "\n\n".join(p for p in parts if p)
 

@@ -57,7 +57,8 @@ def answer_streamed(
         grounded = ground(question, "rag", backend, index, k)
         prompt, citations = grounded.model_input(backend), grounded.citations
     if verdict.message:
-        out.write(f"\n!! {verdict.message}\n")
+        label = safety.level_label(verdict)
+        out.write(f"\n!! {label + ': ' if label else ''}{verdict.message}\n")
         for note in verdict.notes:
             if note != verdict.message:
                 out.write(f"!! {note}\n")
@@ -75,7 +76,7 @@ def answer_streamed(
         from medchat.answering import sources_text
 
         out.write(sources_text(citations) + "\n")
-    if verdict.red_flag:
+    if verdict.level != "none" or not verdict.judged:
         out.write(f"({safety.DISCLAIMER})\n")
     out.flush()
     return gen.text, verdict

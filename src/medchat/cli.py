@@ -162,16 +162,18 @@ def _run_config(args: argparse.Namespace) -> int:
 
 def _add_safety(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("safety", help="screen questions for emergencies and dose requests")
-    ssub = p.add_subparsers(dest="safety_verb", required=True, metavar="{check,eval}")
+    ssub = p.add_subparsers(dest="safety_verb", required=True, metavar="{check,eval,train}")
 
     chk = ssub.add_parser(
         "check",
         help="print one safety verdict per question",
         description=(
-            "Rule-based screen (no model): flags emergencies (heart attack, stroke, breathing, "
-            "bleeding, anaphylaxis, suicide/self-harm, overdose/poisoning, seizure, pregnancy, "
-            "infant, unresponsive) with what to do now, and notes dose-change or prescription "
-            "requests. One line per question: readable, or JSON with --json."
+            "Screen questions against the triage taxonomy (38 emergency and 11 urgent "
+            "presentations, docs/safety.md): phrase rules plus a small classifier over MiniLM "
+            "embeddings. Each verdict has a level (emergency: call emergency services now; "
+            "urgent: get care today; none), a category and what to do now; dose-change and "
+            "prescription requests get a note. One line per question: readable, or JSON with "
+            "--json. --file screens a whole file in MiniLM batches."
         ),
     )
     chk.add_argument("text", nargs="?", default=None, help="a question to check (or use --file)")
@@ -184,28 +186,70 @@ def _add_safety(sub: argparse._SubParsersAction) -> None:
 
     ev = ssub.add_parser(
         "eval",
-        help="measure recall and false-positive rate on the labelled safety set",
-        description="Score the checker per split (dev, heldout, all) and list every miss.",
+        help="measure recall, false-positive rate and precision on the labelled safety sets",
+        description=(
+            "Score the screen on every shipped set (the original set's dev and heldout parts, the "
+            "two blind held-out sets, the training corpus by 5-fold cross-validation) with Wilson "
+            "95%% intervals and per-category recall, then leave-one-category-out: retrain without "
+            "each emergency category and measure recall on it. Lists every miss."
+        ),
     )
-    ev.add_argument("--set", dest="path", default=None, help="labelled JSONL (default: bundled)")
+    ev.add_argument(
+        "--set",
+        dest="path",
+        action="append",
+        default=[],
+        help="also score this labelled JSONL (text + level/category, or red_flag); repeatable",
+    )
+    ev.add_argument("--no-loco", action="store_true", help="skip leave-one-category-out (~1 min)")
+    ev.add_argument(
+        "--rules-only", action="store_true", help="score the rules alone (as without MiniLM)"
+    )
     ev.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    tr = ssub.add_parser(
+        "train",
+        help="retrain the learned screen on the shipped corpus (seeded, same bytes on a rerun)",
+        description=(
+            "Embed the corpus (resources/safety/corpus.jsonl) with MiniLM, calibrate the "
+            "thresholds by cross-validation and fit the level and category heads. Writes "
+            "screen.json (by default over the shipped one, atomically)."
+        ),
+    )
+    tr.add_argument("--out", default=None, help="where to write screen.json (default: shipped)")
+    tr.add_argument("--corpus", default=None, help="a corpus JSONL instead of the shipped one")
 
 
 def _run_safety(args: argparse.Namespace) -> int:
     import json
 
     from medchat import safety
+    from medchat.console import console
 
+    def progress(msg: str) -> None:
+        console.print(f"[dim]{msg}[/dim]", highlight=False)
+
+    if args.safety_verb == "train":
+        from medchat.safety.sets import train_command
+
+        train_command(args.out, args.corpus, progress)
+        return 0
     if args.safety_verb == "eval":
-        report = safety.evaluate_safety_set(args.path)
+        from medchat.safety.screen import load_screen
+
+        screen = None if args.rules_only else load_screen()[0]
+        extra = {str(p): p for p in args.path}
+        report = safety.evaluate(screen, extra=extra, loco=not args.no_loco, progress=progress)
         out = json.dumps(report, indent=2) + "\n" if args.json else safety.report_table(report)
         sys.stdout.write(out)
         return 0
     if (args.text is None) == (args.file is None):
         raise MedchatError("safety check: give a question as TEXT or --file FILE (one of them)")
     texts = [args.text] if args.file is None else safety.read_texts(args.file)
-    for text in texts:
-        sys.stdout.write(safety.verdict_line(text, safety.check(text), args.json) + "\n")
+    for start in range(0, len(texts), 256):
+        batch = texts[start : start + 256]
+        for text, verdict in zip(batch, safety.check_many(batch), strict=True):
+            sys.stdout.write(safety.verdict_line(text, verdict, args.json) + "\n")
     return 0
 
 

@@ -437,6 +437,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        # Load the safety screen's MiniLM now, not on the first question.
+        await asyncio.to_thread(safety.check, "warm up")
         yield
         # uvicorn has already waited for in-flight requests; answer anything still queued.
         await asyncio.to_thread(batcher.close)
@@ -585,7 +587,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         start = time.perf_counter()
         question = question_of(req.question)
         settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
-        verdict = safety.check(question)
+        verdict = await asyncio.to_thread(safety.check, question)
         g = await grounding(question, req.mode, req.k)
         if g.mode == "retrieve":
             text, tokens, model, backend = g.quote, 0, None, "retrieve"
@@ -608,7 +610,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         start = time.perf_counter()
         question = question_of(req.question)
         settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
-        verdict = safety.check(question)
+        verdict = await asyncio.to_thread(safety.check, question)
         g = await grounding(question, req.mode, req.k)
         job, results = start_stream(g, settings)
         model = None if g.mode == "retrieve" else model_name()
@@ -660,7 +662,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
 
         question = last_user_message(req)
         settings = chat_settings(req)
-        verdict = safety.check(question)
+        verdict = await asyncio.to_thread(safety.check, question)
         g = await grounding(question, req.mode, req.k)
         sources = sources_text(g.citations)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -740,6 +742,11 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             return JSONResponse({"status": "failed", "error": str(batcher.load_error)}, 503)
         return {"status": "ok"}
 
+    def safety_screen_name() -> str:
+        from medchat.safety.screen import load_screen
+
+        return "rules+minilm" if load_screen()[0] is not None else "rules"
+
     @app.get("/readyz")
     async def readyz():
         if not batcher.ready.is_set():
@@ -750,6 +757,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             "backend": batcher.backend.kind,
             "default_mode": config.default_mode,
             "index_rows": len(index) if index is not None else None,
+            "safety_screen": safety_screen_name(),
         }
 
     @app.get("/metrics")

@@ -226,17 +226,28 @@ def memory_html(group: Any) -> str:
 
 
 def alert_html(verdict: safety.SafetyVerdict) -> str:
-    """The urgent-care message (emergency) or the medication note, as a banner; '' otherwise."""
+    """The safety banner: emergency (call now), urgent (be seen today), not checked (not
+    English), or the medication note; '' when there is nothing to say."""
     if not verdict.message:
         return ""
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in verdict.notes if n != verdict.message)
+    body = f"<p>{html.escape(verdict.message)}</p>{notes}"
     if verdict.red_flag:
         return (
-            '<div class="mc-alert mc-urgent" role="alert"><div class="mc-alert-title">'
-            "This may be an emergency</div>"
-            f"<p>{html.escape(verdict.message)}</p>{notes}</div>"
+            '<div class="mc-alert mc-urgent" role="alert" data-level="emergency">'
+            f'<div class="mc-alert-title">Emergency: this may need help now</div>{body}</div>'
         )
-    return f'<div class="mc-alert mc-note" role="note"><p>{html.escape(verdict.message)}</p>{notes}</div>'
+    if verdict.level == "urgent":
+        return (
+            '<div class="mc-alert mc-sameday" role="alert" data-level="urgent">'
+            f'<div class="mc-alert-title">Urgent: get care today</div>{body}</div>'
+        )
+    if not verdict.judged:
+        return (
+            '<div class="mc-alert mc-sameday" role="note" data-level="not-checked">'
+            f'<div class="mc-alert-title">Not checked</div>{body}</div>'
+        )
+    return f'<div class="mc-alert mc-note" role="note" data-level="none">{body}</div>'
 
 
 def notice_html(message: str) -> str:
@@ -489,8 +500,9 @@ class CompareApp:
         citations: Sequence[Any] = (),
     ) -> list[dict[str, str]]:
         turn = [{"role": "user", "content": question}]
-        if verdict.red_flag and verdict.message:
-            turn.append({"role": "assistant", "content": f"⚠ **{verdict.message}**"})
+        if verdict.message and (verdict.level != "none" or not verdict.judged):
+            label = safety.level_label(verdict)
+            turn.append({"role": "assistant", "content": f"⚠ **{label}: {verdict.message}**"})
         for s in states:
             col = self.group[s.name]
             body = f"⚠ {s.error}" if s.status == "error" else (s.text or "(empty answer)")
@@ -832,6 +844,7 @@ CSS = """
 .mc-alert p { margin: 4px 0 0; }
 .mc-urgent { background: #fef2f2; border: 2px solid #dc2626; color: #7f1d1d; }
 .mc-alert-title { font-weight: 700; font-size: 1.05rem; color: #b91c1c; }
+.mc-sameday { background: #fffbeb; border: 2px solid #d97706; color: #78350f; }
 .mc-note { background: #eff6ff; border: 1px solid #93c5fd; color: #1e3a8a; }
 .mc-notice { background: #f1f5f9; border: 1px solid #cbd5e1; color: #334155; border-radius: 10px;
   padding: 9px 14px; }

@@ -1,8 +1,8 @@
-"""Rule-based safety layer: spot emergencies and dose/prescription requests before answering.
+"""The rules half of the safety screen: phrase patterns over normalised text, with gates.
 
-Every answering path (CLI ask, eval, UI, HTTP API) calls `check(question)` first. It is plain
-Python (regular expressions over normalised tokens, a typo map and difflib on a few key words),
-so it runs in well under a millisecond and needs no model.
+Plain Python (regular expressions over normalised tokens, a typo map and difflib on a few key
+words), so it runs in well under a millisecond and needs no model. The learned screen
+(`medchat.safety.screen`) sits beside it; `medchat.safety.check` combines the two.
 
 The rule that decides most borderline cases (docs/safety.md has the full list):
 a *description* of what is happening now, to the writer or someone with them ("my dad's face is
@@ -15,80 +15,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.resources
-import json
 import re
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
-
-from medchat.errors import MedchatError
-
-DISCLAIMER = (
-    "medchat is an automated assistant, not a doctor: its answers are general information, "
-    "may be wrong, and are not medical advice. In an emergency call 911 or your local "
-    "emergency number."
-)
-
-MEDICATION_NOTE = (
-    "Changing a dose, stopping a medicine or getting a prescription needs someone who knows "
-    "your history: talk to your clinician or pharmacist before you change anything."
-)
-
-# Short, plain "what to do now" per category: the first thing a frightened reader sees.
-MESSAGES: dict[str, str] = {
-    "heart_attack": (
-        "This could be a heart attack. Call 911 or your local emergency number now. "
-        "Stop, sit down and rest; do not drive yourself to hospital."
-    ),
-    "stroke": (
-        "These can be signs of a stroke. Call 911 or your local emergency number now: every "
-        "minute counts. Note the time the symptoms started; give no food, drink or medicine."
-    ),
-    "breathing": (
-        "Serious trouble breathing is an emergency. Call 911 or your local emergency number now. "
-        "Sit upright; use a reliever inhaler if you have one. If someone is choking and cannot "
-        "speak, give back blows and abdominal thrusts."
-    ),
-    "bleeding": (
-        "Heavy bleeding, or vomiting or coughing up blood, is an emergency. Call 911 or your "
-        "local emergency number now. Press firmly on a wound with a clean cloth and keep pressing."
-    ),
-    "anaphylaxis": (
-        "This could be anaphylaxis, a severe allergic reaction. Use an adrenaline (epinephrine) "
-        "auto-injector such as an EpiPen if there is one, and call 911 or your local emergency "
-        "number now, even if it seems to improve."
-    ),
-    "suicide_self_harm": (
-        "You don't have to face this alone. If you or someone else is in danger now, call 911 or "
-        "your local emergency number. In the US call or text 988 (Suicide & Crisis Lifeline); "
-        "elsewhere, call your local crisis line. Stay with the person if you can."
-    ),
-    "overdose_poisoning": (
-        "This could be poisoning or an overdose. If the person is hard to wake, struggling to "
-        "breathe or having a seizure, call 911 or your local emergency number now. Otherwise call "
-        "Poison Control now (US 1-800-222-1222). Do not make them vomit."
-    ),
-    "seizure": (
-        "Call 911 or your local emergency number now for a first seizure, one lasting over 5 "
-        "minutes, repeated seizures, or if the person does not wake up. Lay them on their side, "
-        "move hard objects away, put nothing in their mouth."
-    ),
-    "pregnancy": (
-        "These can be signs of a pregnancy emergency. Call 911 or your local emergency number, "
-        "or your maternity unit, now."
-    ),
-    "unresponsive": (
-        "Someone who is unconscious or cannot be woken needs help now. Call 911 or your local "
-        "emergency number. If they are not breathing normally, start CPR; if they are, lay "
-        "them on their side."
-    ),
-    "infant": (
-        "A baby with these signs needs emergency care. Call 911 or your local emergency number "
-        "now. If the baby is not breathing, start infant CPR if you know how."
-    ),
-}
+from collections.abc import Collection
+from dataclasses import dataclass
 
 # Which category wins when several fire: context (pregnancy, a baby) first because it changes
 # the advice, then the categories whose message carries extra help (crisis line, poison control).
@@ -105,27 +34,6 @@ PRIORITY = (
     "breathing",
     "unresponsive",
 )
-CATEGORIES = PRIORITY
-
-# Recall/FPR targets on the labelled set: missing an emergency costs far more than an extra
-# warning, so recall is held higher than the false-positive budget.
-TARGETS = {"recall": 0.97, "false_positive_rate": 0.03}
-
-
-@dataclass(frozen=True)
-class SafetyVerdict:
-    """What `check` found: an emergency (red_flag), a note to show, or nothing."""
-
-    red_flag: bool
-    category: str | None = None
-    message: str | None = None
-    notes: list[str] = field(default_factory=list)
-    matched: str | None = None  # the phrase that fired, for logs and debugging
-    disclaimer: str = DISCLAIMER
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # ----------------------------------------------------------------------------- normalisation
 
@@ -252,7 +160,7 @@ _NEGATION_CUES = _words(
 # "baby hasn't moved"), not a denial of it ("chest doesn't hurt").
 _SYMPTOM_AFTER_NEGATION = _words(
     "stop stopping respond responding wake waking breathe breathing moved moving kicking kicked "
-    "feed feeding feel"
+    "feed feeding feel fade fading blanch disappear go"
 )
 # Only verb negations count inside a match ("better off without me" is no denial).
 _INTERIOR_CUES = _words("no not dont doesnt didnt isnt arent wasnt werent never hasnt havent")
@@ -551,7 +459,8 @@ _RULES_SRC: list[tuple[str, str, str | None]] = [
     ),
     (
         "overdose_poisoning",
-        r"\b(?:drank|drunk|drink|swallowed|swallow|ate|eaten|licked|inhaled|got\s+into)\s+"
+        r"\b(?:drank|drunk|drink|swallowed|swallow|ate|eaten|licked|inhaled|got\s+into|bit\s+into"
+        r"|chewed|chewing|sucked\s+on)\s+"
         r"(?:\w+\s+){0,5}?(?:bleach|antifreeze|poison\w*|detergent|pods?|battery|batteries|magnets?"
         r"|drain\s+cleaner|chemicals?|pesticide|weed\s*killer|lighter\s+fluid|petrol|gasoline"
         r"|kerosene|paint\s+thinner|(?:washer|lighter|brake|cleaning)\s+fluid|nail\s+polish\s+remover"
@@ -619,6 +528,91 @@ _RULES_SRC: list[tuple[str, str, str | None]] = [
         r"|\b(?:he|she|they|hes|shes|baby|it)\s+(?:wont|isnt|doesnt|cant)\s+(?:wake|waking)\b",
         None,
     ),
+    # ---- presentations added with the triage taxonomy (docs/safety.md); each names a sign
+    # from the taxonomy that is specific enough to stand on its own, the learned screen covers
+    # the rest
+    (
+        "meningitis",
+        r"\b(?:rash|spots|blotch\w*|marks)\b(?:\s+\w+){0,8}?\s+(?:doesnt|didnt|wont|dont|not|isnt"
+        r"|still)\s+(?:\w+\s+)?(?:fade|fading|blanch\w*|disappear\w*|go\s+away)\b"
+        r"|\bnon\s+blanching\b"
+        r"|\bglass\s+test\b(?:\s+\w+){0,6}?\s+(?:doesnt|didnt|dont|wont|not|still)\s+(?:\w+\s+)?"
+        r"(?:fade|fading|go|disappear\w*)\b",
+        None,
+    ),
+    (
+        "meningitis",
+        r"\bstiff\s+neck\b|\bneck\s+(?:is\s+)?(?:really\s+|so\s+|very\s+)?stiff\b",
+        r"\b(?:fever\w*|temp\w*|burning\s+up|hot|vomit\w*|light\s+hurts|confus\w*|rash)\b",
+    ),
+    (
+        "head_injury",
+        r"\bpupils?\b(?:\s+\w+){0,4}?\s+(?:different|unequal|uneven|bigger|larger|smaller|odd)\b"
+        r"|\b(?:different|unequal|uneven)\s+(?:sized\s+)?pupils\b",
+        None,
+    ),
+    (
+        "head_injury",
+        r"\b(?:hit|bumped|banged|knocked|whacked|smacked|cracked)\s+(?:\w+\s+){0,3}?head\b"
+        r"|\bhead\s+(?:injury|knock|bump|on\s+the)\b|\bfell\s+(?:\w+\s+){0,4}?head\b",
+        r"\b(?:vomit\w*|throw\w*\s+up|threw\s+up|being\s+sick|drowsy|confus\w*|knocked\s+out"
+        r"|passed\s+out|blacked\s+out|same\s+question|fluid|seizure|fit|cant\s+remember)\b",
+    ),
+    (
+        "cauda_equina",
+        r"\b(?:numb\w*|no\s+feeling|tingl\w*|pins\s+and\s+needles)\b(?:\s+\w+){0,4}?\s+(?:bum|bottom"
+        r"|buttocks?|groin|genitals|saddle|privates|between\s+(?:my|his|her|the)\s+legs)\b",
+        None,
+    ),
+    (
+        "cauda_equina",
+        r"\b(?:wet|peed|soiled)\s+(?:my|him|her)sel(?:f|ves)\b"
+        r"|\bcant\s+(?:pee|wee|urinate|control\s+(?:my\s+)?(?:bladder|bowels?))\b"
+        r"|\b(?:lost|losing)\s+control\s+of\s+(?:my\s+|his\s+|her\s+)?(?:bladder|bowels?)\b",
+        r"\b(?:back|sciatica|spine|spinal|disc)\b",
+    ),
+    (
+        "overdose_poisoning",
+        r"\b(?:took|taken|swallowed|had|downed)\s+(?:about\s+|like\s+|around\s+|over\s+|maybe\s+)?"
+        r"(?:\d{2,}|ten|twelve|fifteen|twenty|thirty|forty|fifty)\s+(?:\w+\s+){0,2}?(?:paracetamol"
+        r"|tylenol|acetaminophen|ibuprofen|aspirin|advil|panadol|co\s+codamol|codeine|tramadol"
+        r"|sleeping|antidepressants?|of\s+(?:my|his|her|their|the|them))\b",
+        None,
+    ),
+    (
+        "overdose_poisoning",
+        r"\b(?:ate|swallowed|chewed|eaten|got\s+into)\b(?:\s+\w+){0,5}?\s+(?:pills?|tablets?"
+        r"|medicine|meds|gummies|capsules?|blister|button\s+batter\w*)\b",
+        r"\b(?:toddler|child|kid|son|daughter|baby|\d+\s+(?:year|yr)\s+old|missing|handful|whole"
+        r"|several|lots|bunch)\b",
+    ),
+    (
+        "eye_chemical",
+        r"\b(?:bleach|lime|acid|cleaner|chemicals?|ammonia|cement|concrete|pepper\s+spray|caustic|lye"
+        r"|chlorine|detergent|superglue|glue|solvent|battery\s+acid)\b(?:\s+\w+){0,5}?\s+(?:in|into)"
+        r"\s+(?:my|his|her|their|the|both|one|an|her)\s+(?:\w+\s+)?eyes?\b",
+        None,
+    ),
+    (
+        "hypoglycaemia",
+        r"\b(?:confus\w*|shak\w*|trembl\w*|drunk|slurr\w*|not\s+making\s+sense|dazed|out\s+of\s+it"
+        r"|cant\s+wake|wont\s+wake|hard\s+to\s+wake|sweaty\s+and)\b",
+        r"\b(?:diabet\w*|insulin|gliclazide|metformin|glucose|hypo|sugar\s+(?:is|was|level|levels|reading"
+        r"|low|dropped))\b",
+    ),
+    (
+        "suicide_self_harm",
+        r"\b(?:worked\s+out|planned|planning|picked|chosen|chose|set|decided)\s+(?:\w+\s+){0,3}?"
+        r"(?:how|when|a\s+date|the\s+date|a\s+day|the\s+day|a\s+method|the\s+method|a\s+way)\b",
+        r"\b(?:end\s+it|end\s+(?:my|his|her)|die|dying|kill\w*|suicid\w*|not\s+be\s+here"
+        r"|wont\s+be\s+(?:here|around)|goodbye|overdose|jump)\b",
+    ),
+    (
+        "suicide_self_harm",
+        r"\bcut\s+(?:myself|himself|herself)\s+again\b"
+        r"|\bcut(?:ting)?\s+(?:my|his|her)\s+(?:wrists?|arms?|thighs?|legs?)\b(?!\s+on\b)",
+        None,
+    ),
 ]
 
 # Pregnancy and baby signs only count when the text sets that context (see _contexts):
@@ -636,7 +630,8 @@ _CONTEXT_RULES_SRC: list[tuple[str, str, str | None, str]] = [
         "pregnancy",
         r"\bbaby\b(?:\s+\w+){0,2}?\s+(?:hasnt|isnt|not|stopped)\s+(?:moved|moving|kick\w*)"
         r"|\bcant\s+feel\s+(?:\w+\s+){0,2}(?:baby|him|her)\s+(?:move|moving|kick\w*)"
-        r"|\b(?:no|less|reduced|fewer)\s+(?:fetal\s+|baby\s+)?(?:movements?|kicks)\b",
+        r"|\b(?:no|less|reduced|fewer|weaker)\s+(?:fetal\s+|baby\s+)?(?:movements?|kicks)\b"
+        r"|\b(?:movements?|kicks)\b(?:\s+\w+){0,3}?\s+(?:weaker|different|less|slower|stopped|fewer)\b",
         None,
         "pregnancy",
     ),
@@ -647,10 +642,16 @@ _CONTEXT_RULES_SRC: list[tuple[str, str, str | None, str]] = [
         None,
         "pregnancy",
     ),
-    ("pregnancy", r"\b(?:fell|fallen|car\s+(?:accident|crash))\b", None, "pregnancy"),
     (
         "pregnancy",
-        r"\bwater\s+(?:broke|has\s+broken|breaking)\b|\bcontractions\b|\bcramping\b",
+        r"\b(?:fell|fallen|car\s+(?:accident|crash))\b"
+        r"|\b(?:tripped|slipped|fall)\b(?:\s+\w+){0,5}?\s+(?:belly|bump|stomach|tummy)\b",
+        None,
+        "pregnancy",
+    ),
+    (
+        "pregnancy",
+        r"\bwaters?\s+(?:\w+\s+)?(?:broke|broken|breaking|gone|went)\b|\bcontractions\b|\bcramping\b",
         None,
         "preterm",
     ),
@@ -690,7 +691,9 @@ _RULES = [
 _PREGNANCY_CONTEXT = re.compile(
     r"\bpregnan\w*|\btrimester\b|\bpostpartum\b|\bpost\s+partum\b|\bgave\s+birth\b"
     r"|\bhad\s+(?:my|the|a|our)\s+baby\s+\d+\s+(?:days?|weeks?)\s+ago\b"
-    r"|\bwater\s+(?:broke|has\s+broken)\b"
+    r"|\bwaters?\s+(?:\w+\s+)?(?:broke|broken)\b"
+    r"|\b(?:im|i\s+am|shes|she\s+is|were|we\s+are|wife\s+is|wifes)\s+\d{1,2}\s+(?:weeks?|wks?)\b"
+    r"|\b(?:baby|babys|fetal|foetal)\s+(?:movements?|kicks?|kicking)\b|\bkicks\b|\bbump\b"
 )
 _INFANT_CONTEXT = re.compile(
     r"\b(?:baby|babies|newborns?|infants?|neonates?)\b(?!\s+blue)"
@@ -754,7 +757,9 @@ def _hits(sentences: list[list[str]], contexts: set[str]) -> list[tuple[str, str
             for cat, rx, co, needs in _RULES:
                 if needs is not None and needs not in contexts:
                     continue
-                if co is not None and not co.search(joined):
+                if co is not None and all(
+                    _negated(joined, c.start(), c.group(0)) for c in co.finditer(joined)
+                ):
                     continue
                 for m in rx.finditer(clause):
                     if not _negated(clause, m.start(), m.group(0)):
@@ -763,209 +768,61 @@ def _hits(sentences: list[list[str]], contexts: set[str]) -> list[tuple[str, str
     return hits
 
 
-def check(text: str) -> SafetyVerdict:
-    """Screen one question: an emergency verdict with what to do now, a dose note, or nothing."""
+@dataclass(frozen=True)
+class RuleResult:
+    """What the rules found in one text: emergency hits, the contexts it sets, gate signals."""
+
+    hits: list[tuple[str, str]]  # (category, matched phrase), in order found
+    contexts: frozenset[str]
+    medication: bool  # a dose-change or prescription request
+    general: bool  # every sentence is a general question ("what are the signs of ...")
+    past: bool  # a clause dates it to the past ("5 years ago", "as a child")
+    negated: bool  # a negation cue is present
+    animal: bool  # a pet or animal is the one affected ("our dog had a fit")
+
+    @property
+    def categories(self) -> list[str]:
+        """The categories that fired, highest priority first (a baby or pregnancy wins)."""
+        found = {cat for cat, _ in self.hits}
+        if not found:
+            return []
+        if "pregnancy" in self.contexts:
+            found.add("pregnancy")
+        elif "infant" in self.contexts:
+            found.add("infant")
+        return [c for c in PRIORITY if c in found] + sorted(found - set(PRIORITY))
+
+
+_NEGATION_ANYWHERE = re.compile(r"\b(?:no|not|dont|doesnt|didnt|isnt|wasnt|never|without|denies)\b")
+
+
+_ANIMAL_ANYWHERE = re.compile(
+    r"\b(?:my|our|the|his|her|their|a)\s+(?:\w+\s+)?(?:dog|cat|puppy|kitten|pet|horse|rabbit|hamster"
+    r"|bird|parrot|guinea\s+pig|ferret|pony)s?\b"
+)
+
+
+def rule_check(text: str, exclude: Collection[str] = ()) -> RuleResult:
+    """Run every rule over `text`; rules for categories in `exclude` are skipped (used to leave
+    a category out entirely when measuring how the screen meets a presentation it never saw)."""
     sentences = normalise(text)
     flat = " ".join(" ".join(s) for s in sentences)
-    contexts = _contexts(flat)
-    hits = _hits(sentences, contexts)
-    med_note = [MEDICATION_NOTE] if _MEDICATION.search(flat) else []
-    if not hits:
-        if med_note:
-            return SafetyVerdict(False, "medication_change", MEDICATION_NOTE, med_note)
-        return SafetyVerdict(False)
-    found = {cat for cat, _ in hits}
-    # A baby or a pregnancy changes what to do, so that context wins over the symptom.
-    if "pregnancy" in contexts:
-        found.add("pregnancy")
-    elif "infant" in contexts:
-        found.add("infant")
-    ranked = [cat for cat in PRIORITY if cat in found]
-    category = ranked[0]
-    matched = next((phrase for cat, phrase in hits if cat == category), hits[0][1])
-    # The runner-up's advice (poison control next to a crisis line) is worth showing too.
-    notes = [MESSAGES[cat] for cat in ranked[1:2]] + med_note
-    return SafetyVerdict(True, category, MESSAGES[category], notes, matched)
-
-
-def with_disclaimer(answer: str, verdict: SafetyVerdict | None = None) -> str:
-    """The answer as shown to a user: emergency message and notes first, disclaimer last."""
-    parts = []
-    if verdict is not None and verdict.message:
-        parts.append(verdict.message)
-        parts += [n for n in verdict.notes if n != verdict.message]
-    parts.append(answer.strip())
-    parts.append(DISCLAIMER)
-    return "\n\n".join(p for p in parts if p)
-
-
-# ----------------------------------------------------------------------------- labelled set
-
-
-def load_safety_set(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Read the labelled set (bundled one by default), checking every row's fields."""
-    if path is None:
-        text = (importlib.resources.files("medchat") / "resources" / "safety_set.jsonl").read_text(
-            encoding="utf-8"
-        )
-        name = "medchat/resources/safety_set.jsonl"
-    else:
-        if not Path(path).is_file():
-            raise MedchatError(f"{path}: safety set not found")
-        text = Path(path).read_text(encoding="utf-8")
-        name = str(path)
-    rows, problems = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"line {lineno}: not valid JSON ({e.msg})")
-            continue
-        if not isinstance(row.get("text"), str) or not isinstance(row.get("red_flag"), bool):
-            problems.append(f"line {lineno}: needs a string 'text' and a boolean 'red_flag'")
-        elif row.get("split") not in ("dev", "heldout"):
-            problems.append(f"line {lineno}: 'split' must be 'dev' or 'heldout'")
-        elif row["red_flag"] and row.get("category") not in CATEGORIES:
-            problems.append(f"line {lineno}: red-flag rows need a category from {CATEGORIES}")
-        else:
-            rows.append(row)
-    if problems:
-        raise MedchatError(f"{name}: " + "; ".join(problems))
-    return rows
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return round(num / den, 4) if den else None
-
-
-def score(rows: list[dict[str, Any]], verdicts: list[SafetyVerdict]) -> dict[str, Any]:
-    """Recall, false-positive rate, precision and per-category recall of verdicts vs labels."""
-    pairs = list(zip(rows, verdicts, strict=True))
-    tp = sum(r["red_flag"] and v.red_flag for r, v in pairs)
-    fp = sum(not r["red_flag"] and v.red_flag for r, v in pairs)
-    pos = sum(r["red_flag"] for r in rows)
-    neg = len(rows) - pos
-    per_cat_n = Counter(r["category"] for r in rows if r["red_flag"])
-    per_cat_hit = Counter(r["category"] for r, v in pairs if r["red_flag"] and v.red_flag)
-    same_cat = sum(r["red_flag"] and v.red_flag and r["category"] == v.category for r, v in pairs)
-    med = [v for r, v in pairs if r.get("category") == "medication_change"]
-    return {
-        "n": len(rows),
-        "positives": pos,
-        "negatives": neg,
-        "tp": tp,
-        "fn": pos - tp,
-        "fp": fp,
-        "tn": neg - fp,
-        "recall": _ratio(tp, pos),
-        "false_positive_rate": _ratio(fp, neg),
-        "precision": _ratio(tp, tp + fp),
-        "category_agreement": _ratio(same_cat, tp),
-        "per_category_recall": {
-            cat: {"n": per_cat_n[cat], "recall": _ratio(per_cat_hit[cat], per_cat_n[cat])}
-            for cat in CATEGORIES
-            if per_cat_n[cat]
-        },
-        "medication_note_recall": _ratio(sum(MEDICATION_NOTE in v.notes for v in med), len(med)),
-    }
-
-
-def evaluate_safety_set(path: str | Path | None = None) -> dict[str, Any]:
-    """Score `check` on the labelled set per split (dev, heldout, all), listing every miss."""
-    rows = load_safety_set(path)
-    verdicts = [check(r["text"]) for r in rows]
-    splits = {}
-    for split in ("dev", "heldout", "all"):
-        idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
-        splits[split] = score([rows[i] for i in idx], [verdicts[i] for i in idx])
-    misclassified = [
-        {
-            "split": r["split"],
-            "text": r["text"],
-            "red_flag": r["red_flag"],
-            "category": r.get("category"),
-            "predicted_red_flag": v.red_flag,
-            "predicted_category": v.category,
-        }
-        for r, v in zip(rows, verdicts, strict=True)
-        if r["red_flag"] != v.red_flag
-        or (r.get("category") == "medication_change" and MEDICATION_NOTE not in v.notes)
-    ]
-    return {"targets": dict(TARGETS), "splits": splits, "misclassified": misclassified}
-
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def read_texts(path: str | Path) -> list[str]:
-    """Questions from a file, one per line; JSONL rows give their 'text' field; '-' is stdin."""
-    if str(path) == "-":
-        import sys
-
-        lines = sys.stdin.read().splitlines()
-    else:
-        if not Path(path).is_file():
-            raise MedchatError(f"{path}: file not found; give a text or JSONL file of questions")
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    texts = []
-    for lineno, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                line = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise MedchatError(
-                    f"{path}: line {lineno} looks like JSON but has no readable 'text' field"
-                ) from None
-        texts.append(str(line))
-    return texts
-
-
-def verdict_line(text: str, verdict: SafetyVerdict, as_json: bool = False) -> str:
-    """One output line for `medchat safety check`: JSON or readable."""
-    if as_json:
-        record = {
-            "text": text,
-            "red_flag": verdict.red_flag,
-            "category": verdict.category,
-            "message": verdict.message,
-        }
-        return json.dumps(record, ensure_ascii=False)
-    if verdict.red_flag:
-        return f"RED FLAG [{verdict.category}] {text!r}: {verdict.message}"
-    if verdict.category:
-        return f"note [{verdict.category}] {text!r}: {verdict.message}"
-    return f"ok {text!r}"
-
-
-def report_table(report: dict[str, Any]) -> str:
-    """A plain-text table of `evaluate_safety_set` output, misses listed below it."""
-    splits = report["splits"]
-    names = list(splits)
-
-    def fmt(value: Any) -> str:
-        return (
-            "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-        )
-
-    keys = ["n", "positives", "negatives", "tp", "fn", "fp", "recall", "false_positive_rate"]
-    keys += ["precision", "category_agreement", "medication_note_recall"]
-    lines = [f"{'metric':<24}" + "".join(f"{s:>10}" for s in names)]
-    lines += [f"{k:<24}" + "".join(f"{fmt(splits[s][k]):>10}" for s in names) for k in keys]
-    lines.append("recall by category")
-    for cat in CATEGORIES:
-        cells = [splits[s]["per_category_recall"].get(cat, {}).get("recall") for s in names]
-        lines.append(f"  {cat:<22}" + "".join(f"{fmt(c):>10}" for c in cells))
-    t = report["targets"]
-    lines.append(
-        f"targets: recall >= {t['recall']}, false_positive_rate <= {t['false_positive_rate']}"
+    contexts = frozenset(_contexts(flat))
+    hits = [(c, m) for c, m in _hits(sentences, contexts) if c not in exclude]
+    if "pregnancy" in exclude and "pregnancy" in contexts:
+        contexts = contexts - {"pregnancy", "preterm"}
+    if "infant" in exclude and "infant" in contexts:
+        contexts = contexts - {"infant", "young_infant"}
+    general = bool(sentences) and all(_is_general_question(s) for s in sentences)
+    past = any(_HISTORIC.search(c) or _RESOLVED.search(c) for s in sentences for c in s)
+    negated = bool(_NEGATION_ANYWHERE.search(flat))
+    animal = bool(_ANIMAL_ANYWHERE.search(flat))
+    return RuleResult(
+        hits=hits,
+        contexts=contexts,
+        medication=bool(_MEDICATION.search(flat)),
+        general=general,
+        past=past,
+        negated=negated,
+        animal=animal,
     )
-    lines.append(f"misclassified ({len(report['misclassified'])}):")
-    for m in report["misclassified"]:
-        want = m["category"] if m["red_flag"] else (m["category"] or "none")
-        lines.append(f"  [{m['split']}] want {want}, got {m['predicted_category']}: {m['text']}")
-    return "\n".join(lines) + "\n"
