@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -46,6 +47,7 @@ def main() -> None:
         for name in ("original", "heldout_a", "heldout_b", "heldout_c")
         for r in sets.load_set(name=name)
     ]
+    load_at_start = os.getloadavg()
     screen, why = load_screen()
     if screen is None:
         sys.exit(f"the learned screen is unavailable: {why}")
@@ -71,7 +73,11 @@ def main() -> None:
 
     words = [len(t.split()) for t in texts]
     result = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores_visible": len(os.sched_getaffinity(0)),
+            "load_avg_at_start": load_at_start,
+        },
         "threads": args.threads,
         "questions": len(texts),
         "words_median": statistics.median(words),

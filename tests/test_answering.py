@@ -89,7 +89,11 @@ def test_red_flag_answer_shows_the_urgent_message_first_and_disclaimer_last(inde
     shown = a.display(verdict=True)
     assert shown.startswith("EMERGENCY: " + a.safety.message)
     assert shown.endswith(DISCLAIMER)
-    assert shown.index(a.text[:40]) < shown.index("Sources:") < shown.index("Safety: emergency (heart_attack)")
+    assert (
+        shown.index(a.text[:40])
+        < shown.index("Sources:")
+        < shown.index("Safety: emergency (heart_attack)")
+    )
     d = a.to_dict()
     assert d["safety"]["red_flag"] is True and d["citations"][0]["url"] == a.citations[0].url
 

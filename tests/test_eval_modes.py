@@ -149,6 +149,12 @@ def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
     lo, hi = blind["recall"]["ci95"]
     assert f"| blind held-out B | {blind['n']} |" in md
     assert f"{blind['recall']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in md
+    # what the screen recorded when trained: the corpus CV row and leave-one-category-out
+    trained = modes_eval["metrics"]["safety"]["trained"]
+    cv = trained["corpus_cv"]
+    assert f"| training corpus, 5-fold CV | {cv['positives'] + cv['negatives']} |" in md
+    loco = trained["leave_one_category_out"]
+    assert f"mean recall {loco['mean_recall']:.3f}, lowest suicide_self_harm" in md
 
 
 def refused(args: list[str], capsys: pytest.CaptureFixture) -> str:

@@ -88,9 +88,7 @@ class Answer:
                 flag = f"{s.level} ({s.category})"
             else:
                 flag = "no red flag" + (f"; note: {s.category}" if s.category else "")
-            parts.append(
-                f"Safety: {flag} [{s.screen}]. Mode: {self.mode}; {self.latency_s:.2f}s."
-            )
+            parts.append(f"Safety: {flag} [{s.screen}]. Mode: {self.mode}; {self.latency_s:.2f}s.")
         parts.append(DISCLAIMER)
         return "\n\n".join(p for p in parts if p)
 

@@ -177,16 +177,11 @@ def describe_spec(spec: str) -> dict[str, Any]:
 
     The same fields `load_model_spec` would give, so a cached model is never loaded at all.
     """
-    from medchat.modeling import LoadedModel, read_run_info, resolve_base
+    from medchat.modeling import LoadedModel, check_spec, read_run_info, resolve_base
     from medchat.prompts import DEFAULT_TEMPLATE
 
-    path = Path(spec).expanduser()
-    if not path.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
-        # Hub ids are `name` or `org/name`; this is a mistyped folder, so say so before any
-        # other model spends minutes generating.
-        raise MedchatError(
-            f"--model {spec}: no such folder; give a run folder, a model folder or a hub id"
-        )
+    # A mistyped folder is reported before any other model spends minutes generating.
+    path = check_spec(spec)
     info = read_run_info(path) if path.is_dir() else None
     if info is None:
         prompt = path / "prompt.txt"
@@ -1037,13 +1032,23 @@ def evaluate(
 @functools.lru_cache(maxsize=1)
 def safety_figures() -> dict[str, Any]:
     """The safety screen (as every answering path runs it) on its labelled sets: recall, FPR and
-    precision with Wilson intervals. The corpus cross-validation and leave-one-category-out are
-    left to `medchat safety eval` (a minute); docs/safety.md has them."""
+    precision with Wilson intervals, plus the corpus cross-validation and leave-one-category-out
+    figures the screen file recorded when it was trained (re-measured by `medchat safety eval`)."""
     from medchat.safety import evaluate
     from medchat.safety.screen import load_screen
+    from medchat.safety.sets import figures_from_counts
 
-    figures = evaluate(load_screen()[0], loco=False, corpus_cv=False)
-    return {"screen": figures["screen"], "targets": figures["targets"], "sets": figures["sets"]}
+    screen = load_screen()[0]
+    figures = evaluate(screen, loco=False, corpus_cv=False)
+    trained = screen.meta.get("measured") if screen is not None else None
+    if trained:
+        figures["sets"]["corpus (5-fold CV)"] = figures_from_counts(**trained["corpus_cv"])
+    return {
+        "screen": figures["screen"],
+        "targets": figures["targets"],
+        "sets": figures["sets"],
+        "trained": trained,
+    }
 
 
 def _update_model_cards(models: Sequence[ModelSpec], result: Mapping[str, Any]) -> None:

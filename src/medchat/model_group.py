@@ -83,9 +83,7 @@ def _template_in(folder: Path) -> str:
 
 def plan_spec(name: str, spec: str) -> _Plan:
     """Read a SPEC's run_info.json (if any) to decide what to load; loads no weights."""
-    path = Path(spec)
-    if spec.startswith(("/", ".", "~")) and not path.exists():
-        raise MedchatError(f"{spec}: no such folder; give a run dir, a model dir or a hub id")
+    path = modeling.check_spec(spec)
     info = modeling.read_run_info(path) if path.is_dir() else None
     if info is None:
         return _Plan(name, spec, "pretrained", spec, spec, _template_in(path), spec)

@@ -155,16 +155,47 @@ def build_tiny(texts: Iterable[str], tiny: TinyModelConfig, seed: int):
 # ----------------------------------------------------------------------------- hub / local
 
 
+def reads_as_path(spec: str) -> bool:
+    """True when SPEC can only mean a local folder: it starts with ./ ../ / or ~, has more than
+    one slash, or its first component is a folder here (`runs/ful` when runs/ exists). Hub ids
+    are `name` or `org/name`, so a mistyped run folder is never looked up, or downloaded, there."""
+    if spec.startswith(("./", "../", "/", "~")) or spec in (".", "..") or spec.count("/") > 1:
+        return True
+    first = spec.split("/", 1)[0]
+    return "/" in spec and Path(first).is_dir()
+
+
+def check_spec(spec: str, what: str = "model") -> Path:
+    """SPEC as a local path; a missing folder that reads as a path is an error naming it."""
+    path = Path(spec).expanduser()
+    if not path.exists() and reads_as_path(spec):
+        raise MedchatError(
+            f"{spec}: no such folder (it reads as a local path, so it is not looked up on the "
+            f"Hugging Face Hub); give a run folder, a {what} folder or a hub id"
+        )
+    return path
+
+
+def _hub_error(name: str, kind: str, e: Exception) -> MedchatError:
+    if Path(name).expanduser().is_dir():
+        return MedchatError(f"cannot load the {kind} in {name}: {e}")
+    return MedchatError(
+        f"cannot load {kind} {name!r}: there is no folder {name!r} here, and as a Hugging Face "
+        f"hub id it could not be fetched ({str(e).splitlines()[0]}). Give a run or model folder, "
+        "a hub id (needs the internet or a cached copy), or model.name=tiny for the offline model."
+    )
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    check_spec(name, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(
+            str(Path(name).expanduser()) if name.startswith("~") else name
+        )
     except OSError as e:
-        raise MedchatError(
-            f"cannot load tokenizer {name!r}: {e}. Give a hub id (needs the internet or a cached "
-            "copy), a local model folder, or model.name=tiny for the offline model."
-        ) from None
+        raise _hub_error(name, "tokenizer", e) from None
 
 
 def quantization_config(q: QuantSettings):
@@ -206,13 +237,12 @@ def load_pretrained(name: str, quant: QuantSettings | None = None, dtype: str = 
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     elif dtype == "bf16":
         kwargs["dtype"] = torch.bfloat16
+    check_spec(name)
+    target = str(Path(name).expanduser()) if name.startswith("~") else name
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(name, **kwargs)
+        return AutoModelForSeq2SeqLM.from_pretrained(target, **kwargs)
     except OSError as e:
-        raise MedchatError(
-            f"cannot load model {name!r}: {e}. Give a hub id (needs the internet or a cached "
-            "copy), a local model folder, or model.name=tiny for the offline model."
-        ) from None
+        raise _hub_error(name, "model", e) from None
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -309,7 +339,7 @@ def load_model_spec(spec: str, name: str | None = None, device: str | None = Non
     from medchat.prompts import DEFAULT_TEMPLATE
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(spec)
+    path = check_spec(spec)
     info = read_run_info(path) if path.is_dir() else None
     name = name or (path.name if path.exists() else spec)
     if info is None:

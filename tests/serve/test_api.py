@@ -143,6 +143,7 @@ def test_health_and_ready(client):
         "backend": "torch",
         "default_mode": "generate",
         "index_rows": None,
+        "safety_screen": "rules+minilm",
     }
 
 
@@ -568,3 +569,16 @@ def test_load_then_graceful_shutdown_of_the_real_server(tiny_runs):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_with_a_missing_run_folder_exits_with_one_line(tmp_path):
+    """A bad SPEC ends before the port opens: one line naming it, exit status 2, no traceback."""
+    (tmp_path / "runs").mkdir()
+    port = free_port()
+    cmd = [sys.executable, "-m", "medchat.cli", "serve", "runs/ful", "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert "runs/ful: no such folder" in err and "not looked up on the Hugging Face Hub" in err
+    assert "Traceback" not in done.stderr and len(err.splitlines()) == 1

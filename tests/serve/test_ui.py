@@ -30,6 +30,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 EMERGENCY = "My husband's face is drooping on one side and his speech is slurred"
+URGENT = "burning when I pee, pain in my side and back, and a fever since last night"
 SHORT = GenerationSettings(max_new_tokens=16)
 
 
@@ -457,6 +458,16 @@ def test_page_in_a_real_browser(ui_group, medquad_prepared, tmp_path, monkeypatc
             expect(page.locator("#disclaimer")).to_be_visible()
             expect(page.locator("#mc-footer")).to_contain_text("Not medical advice")
             page.screenshot(path=str(tmp_path / "medchat_ui.png"), full_page=True)
+            expect(page.locator("#alert [data-level=emergency]")).to_contain_text("Emergency")
+
+            # same-day care: its own amber banner and message, not the emergency one
+            page.locator("#question textarea").fill(URGENT)
+            page.locator("#ask").click()
+            banner = page.locator("#alert [data-level=urgent]")
+            expect(banner).to_contain_text("Urgent: get care today", timeout=60_000)
+            expect(banner).to_contain_text(safety.check(URGENT).message)
+            expect(page.locator("#history")).to_contain_text("URGENT", timeout=60_000)
+            page.locator("#alert").screenshot(path=str(tmp_path / "medchat_ui_urgent.png"))
 
             # too long: a clear message, answers left as they were
             page.locator("#question textarea").fill("a" * 1001)
@@ -466,6 +477,7 @@ def test_page_in_a_real_browser(ui_group, medquad_prepared, tmp_path, monkeypatc
     finally:
         demo.close()
     shutil.copy(tmp_path / "medchat_ui.png", "/tmp/medchat_ui.png")
+    shutil.copy(tmp_path / "medchat_ui_urgent.png", "/tmp/medchat_ui_urgent.png")
     assert outside == [], f"the page reached outside this machine: {outside}"
     assert server_outside == [], f"the server reached outside this machine: {server_outside}"
     deadline = time.monotonic() + 5  # every column's worker thread ends with its answer

@@ -7,7 +7,15 @@ measurement. docs/safety.md has the taxonomy, its sources and the measured figur
 """
 
 from medchat.safety.rules import normalise
-from medchat.safety.sets import evaluate, load_set, read_texts, report_table, score, verdict_line
+from medchat.safety.sets import (
+    evaluate,
+    hide_blind_misses,
+    load_set,
+    read_texts,
+    report_table,
+    score,
+    verdict_line,
+)
 from medchat.safety.taxonomy import TAXONOMY
 from medchat.safety.verdict import (
     CATEGORIES,
@@ -33,6 +41,7 @@ __all__ = [
     "check",
     "check_many",
     "evaluate",
+    "hide_blind_misses",
     "level_label",
     "load_set",
     "normalise",

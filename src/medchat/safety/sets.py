@@ -118,6 +118,20 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"k": k, "n": n, "value": round(k / n, 4) if n else None, "ci95": wilson(k, n)}
 
 
+def figures_from_counts(tp: int, positives: int, fp: int, negatives: int) -> dict[str, Any]:
+    """Recall, FPR and precision with Wilson intervals from confusion counts alone."""
+    return {
+        "n": positives + negatives,
+        "positives": positives,
+        "negatives": negatives,
+        "tp": tp,
+        "fp": fp,
+        "recall": _rate(tp, positives),
+        "false_positive_rate": _rate(fp, negatives),
+        "precision": _rate(tp, tp + fp),
+    }
+
+
 def score(rows: Sequence[dict[str, Any]], verdicts: Sequence[SafetyVerdict]) -> dict[str, Any]:
     """Recall, FPR, precision (with Wilson intervals), per-category recall and level figures."""
     pairs = list(zip(rows, verdicts, strict=True))
@@ -205,13 +219,25 @@ def train_screen(
     emergency_t, urgent_t = choose_thresholds(oof, level_targets(rows), sig[:, 0] > 0, settings)
     progress("fitting the network on the whole corpus")
     screen = fit_rows(emb, sig, rows, settings)
-    meta = {
+    screen.emergency_threshold, screen.urgent_threshold = emergency_t, urgent_t
+    # The screen file carries how well it generalises, measured here once, so the eval report
+    # can show it without the minutes that leave-one-category-out takes.
+    cv = score(rows, _verdicts_from_probs(rows, oof, screen, emb))
+    loco = leave_one_category_out(rows, emb, screen, settings, progress=progress)
+    screen.meta = {
         "corpus_rows": len(rows),
         "corpus_sha256": corpus_sha256(corpus_text),
         "levels": dict(sorted(Counter(r["level"] for r in rows).items())),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "measured": {
+            "corpus_cv": {k: cv[k] for k in ("tp", "positives", "fp", "negatives")},
+            "leave_one_category_out": {
+                "mean_recall": loco["mean_recall"],
+                "min_recall": loco["min_recall"],
+                "per_category": {c: [r["k"], r["n"]] for c, r in loco["per_category"].items()},
+            },
+        },
     }
-    screen.emergency_threshold, screen.urgent_threshold, screen.meta = emergency_t, urgent_t, meta
     return screen
 
 
@@ -422,12 +448,27 @@ def _fmt_rate(r: dict[str, Any] | None) -> str:
     return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}] ({r['k']}/{r['n']})"
 
 
+BLIND_SETS = ("heldout_b", "heldout_c")  # never read by anyone who changed the screen
+
+
+def hide_blind_misses(report: dict[str, Any]) -> None:
+    """Drop the blind sets' misclassified questions from `report` (counts stay). Someone who
+    reads them and then changes a rule or the corpus has made that set development data."""
+    hidden = {}
+    for name in BLIND_SETS:
+        rows = report["misses"].pop(name, None)
+        if rows is not None:
+            hidden[name] = len(rows)
+    report["misses_hidden"] = hidden
+
+
 def report_table(report: dict[str, Any]) -> str:
     """A plain-text table of `evaluate` output: one block per set, then leave-one-out, misses."""
     lines = [f"screen: {report['screen']}"]
     t = report["targets"]
     lines.append(
-        f"targets: recall >= {t['recall']}, false-positive rate <= {t['false_positive_rate']}"
+        f"targets: recall >= {t['recall']}, false-positive rate <= {t['false_positive_rate']}, "
+        f"leave-one-category-out mean recall >= {t['loco_mean_recall']}"
     )
     head = f"{'set':<22}{'n':>5}  {'recall [95% CI]':<34}{'FPR [95% CI]':<34}{'precision [95% CI]':<34}"
     lines += ["", head, "-" * len(head)]
@@ -469,4 +510,10 @@ def report_table(report: dict[str, Any]) -> str:
                 lines.append(
                     f"  want {m['level']}/{want}, got {m['predicted_level']}/{m['predicted_category']}: {m['text']}"
                 )
+    for name, n in report.get("misses_hidden", {}).items():
+        lines += [
+            "",
+            f"misclassified in {name}: {n}, not listed: it is a blind set "
+            "(--show-blind-misses lists them, and then it is development data)",
+        ]
     return "\n".join(lines) + "\n"

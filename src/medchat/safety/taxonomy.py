@@ -3,8 +3,8 @@
 Each entry has a level (`emergency`: call 911 / the local emergency number now; `urgent`: be seen
 today), the presentations it covers in lay terms (what the corpus writers were given), a short
 "what to do now" message, and the public guidance it is drawn from. docs/safety.md lists them.
-The corpus and the held-out sets are labelled with these ids; the old hand-written set uses the
-first eleven (their names predate this taxonomy and are kept so that set still reads).
+The corpus and the held-out sets are labelled with these ids; the eleven categories of the old
+rules keep their ids, so the old hand-written set still reads.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ CATEGORIES = EMERGENCY_IDS  # the categories that are red flags
 
 # Recall/FPR targets: missing an emergency costs far more than an extra warning, so recall is
 # held higher than the false-positive budget.
-TARGETS = {"recall": 0.97, "false_positive_rate": 0.03}
+# Leave-one-category-out: the mean recall on categories the screen was trained without.
+TARGETS = {"recall": 0.97, "false_positive_rate": 0.03, "loco_mean_recall": 0.85}
 
 
 @dataclass(frozen=True)

@@ -845,6 +845,7 @@ CSS = """
 .mc-urgent { background: #fef2f2; border: 2px solid #dc2626; color: #7f1d1d; }
 .mc-alert-title { font-weight: 700; font-size: 1.05rem; color: #b91c1c; }
 .mc-sameday { background: #fffbeb; border: 2px solid #d97706; color: #78350f; }
+.mc-sameday .mc-alert-title { color: #b45309; }  /* red is kept for "call now" */
 .mc-note { background: #eff6ff; border: 1px solid #93c5fd; color: #1e3a8a; }
 .mc-notice { background: #f1f5f9; border: 1px solid #cbd5e1; color: #334155; border-radius: 10px;
   padding: 9px 14px; }
