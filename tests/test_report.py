@@ -173,3 +173,15 @@ def test_runs_are_discovered_and_bad_runs_refused(built: dict, tmp_path: Path) -
     argv = ["report", str(built["eval"]), "--runs", str(tmp_path), "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2  # no eval files
+
+
+def test_loss_history_survives_a_torn_line_and_repeated_steps(tmp_path, caplog) -> None:
+    from medchat.report import loss_history
+
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 2, "eval_loss": 2.7}\n'
+        '{"step": 2, "loss": 2.4}\n{"step": 3, "loss": 2.0}\n{"step": 4, "lo'
+    )
+    hist = loss_history(tmp_path)
+    assert hist == {"train": [(1, 3.0), (2, 2.4), (3, 2.0)], "eval": [(2, 2.7)]}
+    assert "metrics.jsonl: line 6 is not a complete JSON row" in caplog.text

@@ -348,7 +348,7 @@ def test_counts_on_the_shipped_sets_are_pinned(report, name: str) -> None:
 
 
 def test_blind_held_out_sets_and_original_set_figures(report) -> None:
-    for name in ("heldout_b", "heldout_c"):
+    for name in sets_mod.BLIND_SETS:
         s = report["sets"][name]
         assert s["recall"]["ci95"][0] <= s["recall"]["value"] <= s["recall"]["ci95"][1]
         assert s["positives"] == 152 and s["not_judged"] == 0
@@ -406,15 +406,23 @@ def test_sets_are_well_formed_and_do_not_overlap() -> None:
     }
     assert overlap == {
         ("original", "heldout_b"): 1,
+        ("original", "heldout_d"): 1,
         ("heldout_a", "heldout_b"): 4,
         ("heldout_a", "heldout_c"): 2,
+        ("heldout_a", "heldout_d"): 1,
+        ("heldout_a", "heldout_e"): 1,
         ("heldout_b", "heldout_c"): 4,
+        ("heldout_b", "heldout_d"): 1,
+        ("heldout_b", "heldout_e"): 2,
+        ("heldout_c", "heldout_d"): 2,
+        ("heldout_c", "heldout_e"): 1,
+        ("heldout_d", "heldout_e"): 1,
     }
     corpus = sets_mod.load_set(name="corpus")
     assert len(corpus) >= 2500
     for cat in EMERGENCY_IDS:
         assert sum(r.get("category") == cat for r in corpus) >= 40, cat
-    for name in ("heldout_a", "heldout_b", "heldout_c"):
+    for name in ("heldout_a", "heldout_b", "heldout_c", "heldout_d", "heldout_e"):
         rows = sets_mod.load_set(name=name)
         assert {r["category"] for r in rows if r["red_flag"]} == set(EMERGENCY_IDS)
 
@@ -476,3 +484,15 @@ def test_cli_eval_on_an_extra_set(tmp_path, capsys) -> None:
     mine = report["sets"][str(f)]
     assert (mine["tp"], mine["fp"]) == (1, 0)
     assert report["screen"] == "rules"
+
+
+def test_eval_hides_the_blind_sets_misses_unless_asked(capsys) -> None:
+    assert main(["safety", "eval", "--rules-only", "--no-loco", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["misses_hidden"]) == set(sets_mod.BLIND_SETS)
+    assert not set(report["misses"]) & set(sets_mod.BLIND_SETS)
+    assert report["misses"]["heldout_a"]  # development data: its misses are listed
+    hidden = report["misses_hidden"]["heldout_b"]
+    assert hidden == report["sets"]["heldout_b"]["fn"] + report["sets"]["heldout_b"]["fp"] > 0
+    assert main(["safety", "eval", "--rules-only", "--no-loco", "--show-blind-misses"]) == 0
+    assert "misclassified in heldout_b (" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from medchat import modeling
 from medchat import train as train_mod
 from medchat.config import load_config
 from medchat.errors import MedchatError
+from medchat.fileio import read_jsonl
 from tests.conftest import MICRO, REPO_ROOT, requires, train_micro
 
 PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -373,6 +374,10 @@ def test_kill_9_then_resume_reaches_the_same_weights(medquad_prepared, tmp_path)
     # A half-written checkpoint (no COMPLETE marker) must never be resumed from.
     (run / "checkpoints" / "checkpoint-11").mkdir()
     assert train_mod.latest_complete_checkpoint(run).name == "checkpoint-8"
+    # What else a kill can leave: a torn last log line, and a half-saved final model folder.
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 11, "lo')
+    (run / ".model.tmp").mkdir()
 
     resumed = _cli("train", "--data", str(medquad_prepared), "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -381,6 +386,16 @@ def test_kill_9_then_resume_reaches_the_same_weights(medquad_prepared, tmp_path)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k  # CPU, same seed: bit-identical
+    assert not (run / ".model.tmp").exists()
+
+    # The log reads strictly and holds each step once, as the uninterrupted run's does.
+    def losses(r):
+        return [
+            (row["step"], row["loss"]) for row in read_jsonl(r / "metrics.jsonl") if "loss" in row
+        ]
+
+    assert losses(run) == losses(straight)
+    assert "cut a torn last line" in resumed.stderr
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -81,6 +81,71 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_log_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read a JSONL log that a killed process may have torn: rows that parse, and one note per
+    line that did not (file and line), instead of an error that would lose the whole log."""
+    rows, notes = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                notes.append(f"{path}: line {lineno} is not a complete JSON row (skipped)")
+    return rows, notes
+
+
+def trim_torn_tail(path: str | Path) -> bool:
+    """Cut a last line with no newline (a write cut short by kill -9), so the next append starts
+    on a line of its own instead of gluing onto half a row. True when something was cut."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data[: data.rfind(b"\n") + 1]
+    with open(path, "r+b") as f:
+        f.truncate(len(keep))
+    return True
+
+
+def replace_dir(tmp: str | Path, out: str | Path) -> None:
+    """Move the finished folder `tmp` to `out`, replacing any old one without a moment where a
+    crash leaves neither: the old one is renamed aside first and deleted last (a kill between the
+    two renames leaves `.NAME.old-PID`, which `recover_dir` puts back)."""
+    tmp, out = Path(tmp), Path(out)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def recover_dir(out: str | Path) -> list[str]:
+    """Clean up after a crash inside `out`'s parent: restore `out` from an `.old-*` copy if only
+    that is left, and remove stale `.NAME.tmp*` / `.NAME.old-*` folders. Returns one note each."""
+    out = Path(out)
+    notes = []
+    olds = sorted(out.parent.glob(f".{out.name}.old-*"))
+    if not out.exists() and olds:
+        os.replace(olds[-1], out)
+        notes.append(f"{out}: restored from {olds[-1].name} (a run was killed while replacing it)")
+        olds = olds[:-1]
+    for stale in olds + sorted(out.parent.glob(f".{out.name}.tmp*")):
+        shutil.rmtree(stale, ignore_errors=True)
+        notes.append(f"{stale}: removed (left by a run that was killed)")
+    return notes
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `out`; on success it replaces `out`, on failure it vanishes.
@@ -99,10 +164,4 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)

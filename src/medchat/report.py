@@ -20,7 +20,12 @@ import numpy as np
 
 from medchat.errors import MedchatError
 from medchat.evaluate import METRICS, NOT_READ_ALONE, fmt_ci, fmt_value, load_eval
-from medchat.fileio import atomic_output_dir, atomic_write_text, read_json, read_jsonl
+from medchat.fileio import (
+    atomic_output_dir,
+    atomic_write_text,
+    read_json,
+    read_log_jsonl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ SAFETY_SETS = {
     "heldout_a": "held-out A (read since: development)",
     "heldout_b": "blind held-out B",
     "heldout_c": "blind held-out C",
+    "heldout_d": "blind held-out D",
+    "heldout_e": "blind held-out E",
     "corpus (5-fold CV)": "training corpus, 5-fold CV",
 }
 LABELS = {k: label for k, _, label in METRICS}
@@ -145,16 +152,25 @@ def _num(value: Any, digits: int) -> str:
 
 def loss_history(run: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, loss) for train and eval from a run's metrics.jsonl (empty lists when absent)."""
-    out: dict[str, list[tuple[int, float]]] = {"train": [], "eval": []}
     path = run / "metrics.jsonl"
     if not path.is_file():
-        return out
-    for row in read_jsonl(path):
-        if "loss" in row:
-            out["train"].append((int(row["step"]), float(row["loss"])))
-        if "eval_loss" in row:
-            out["eval"].append((int(row["step"]), float(row["eval_loss"])))
-    return out
+        return {"train": [], "eval": []}
+    # A killed run can leave a torn line, and one resumed by an older medchat repeats the steps
+    # after its checkpoint: skip the first (with a note) and keep the last row of each step.
+    rows, notes = read_log_jsonl(path)
+    for note in notes:
+        log.warning(note)
+    by_step: dict[str, dict[int, float]] = {"train": {}, "eval": {}}
+    for row in rows:
+        try:
+            step = int(row["step"])
+            if "loss" in row:
+                by_step["train"][step] = float(row["loss"])
+            if "eval_loss" in row:
+                by_step["eval"][step] = float(row["eval_loss"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s: a row without a numeric step or loss (skipped)", path)
+    return {kind: sorted(steps.items()) for kind, steps in by_step.items()}
 
 
 # ----------------------------------------------------------------------------- plots

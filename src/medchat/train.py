@@ -24,7 +24,16 @@ from medchat import modeling
 from medchat.config import Config, load_config, save_config
 from medchat.console import console
 from medchat.errors import MedchatError
-from medchat.fileio import atomic_write_text, read_json, write_json
+from medchat.fileio import (
+    atomic_write_text,
+    read_json,
+    read_log_jsonl,
+    recover_dir,
+    replace_dir,
+    trim_torn_tail,
+    write_json,
+    write_jsonl,
+)
 from medchat.model_card import write_model_card
 from medchat.prompts import format_prompt
 from medchat.qlora_fix import keep_4bit_trainable
@@ -354,6 +363,7 @@ def train(
                 f"{run_dir}: no complete checkpoint to resume from; start a new run with --out"
             )
         _check_same_data(run_dir, manifest, data_dir)
+        _repair_after_kill(run_dir, int(checkpoint.name.rsplit("-", 1)[1]))
     args = _training_args(cfg, run_dir, precision)  # under torchrun this joins the process group
     # Under DDP (torchrun / accelerate launch) rank 0 makes the run folder and the tiny base
     # first; the other ranks then find them there instead of racing to write them.
@@ -412,6 +422,26 @@ def train(
     return run_dir
 
 
+def _repair_after_kill(run_dir: Path, step: int) -> None:
+    """Before a resume: put back a final model a kill left aside, drop stale temp folders, and
+    cut metrics.jsonl back to the checkpoint's step (the steps after it are trained again, and
+    a torn last line would otherwise glue onto the next row)."""
+    notes = [n for name in ("model", "adapter", "merged") for n in recover_dir(run_dir / name)]
+    log_path = run_dir / "metrics.jsonl"
+    if trim_torn_tail(log_path):
+        notes.append(f"{log_path}: cut a torn last line (the run was killed while writing it)")
+    if log_path.is_file():
+        rows, bad = read_log_jsonl(log_path)
+        kept = [r for r in rows if int(r.get("step", 0)) <= step]
+        if len(kept) < len(rows) or bad:
+            write_jsonl(log_path, kept)
+            notes.append(
+                f"{log_path}: kept the {len(kept)} rows up to step {step}, the checkpoint resumed"
+            )
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+
+
 def _check_same_data(run_dir: Path, manifest: dict, data_dir: Path) -> None:
     recorded = read_json(run_dir / "data_manifest.json")
     if recorded != manifest:
@@ -428,8 +458,7 @@ def _save_final(trainer, tokenizer, cfg: Config, run_dir: Path, base_path: str) 
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    replace_dir(tmp, target)  # the old model stays whole until the new one is in place
     if cfg.train.merge_adapter and cfg.train.method != "full":
         merge_adapter(run_dir, base_path)
 
@@ -446,8 +475,7 @@ def merge_adapter(run_dir: Path, base_path: str) -> Path:
     merged.save_pretrained(tmp)
     modeling.load_tokenizer(str(run_dir / "adapter")).save_pretrained(tmp)
     atomic_write_text(tmp / "prompt.txt", (run_dir / "prompt.txt").read_text(encoding="utf-8"))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 

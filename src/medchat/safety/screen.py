@@ -364,14 +364,20 @@ def choose_thresholds(
     by_rules = rule_hit & (pe >= settings.veto)
     need = int(np.ceil(settings.target_recall * pos.sum())) - int((pos & by_rules).sum())
     rest = np.sort(pe[pos & ~by_rules])[::-1]  # positives the rules leave to the screen
-    emergency_t = 1.0 if need <= 0 else float(rest[min(need, len(rest)) - 1])
+    emergency_t = 1.0
+    if need > 0:
+        i = min(need, len(rest)) - 1
+        # Halfway to the next lower score, not on a row's own score: a rerun whose embeddings
+        # differ in the last float bit (other batch shapes) must not flip that row.
+        emergency_t = float(rest[i] + rest[i + 1]) / 2 if i + 1 < len(rest) else float(rest[i])
     pu = probs[:, 1] + probs[:, 2]
     urgent_scores = np.sort(pu[y == 1])
     urgent_t = 0.5
     if len(urgent_scores):
-        urgent_t = float(
-            urgent_scores[int(np.floor((1 - settings.urgent_recall) * len(urgent_scores)))]
-        )
+        j = int(np.floor((1 - settings.urgent_recall) * len(urgent_scores)))
+        urgent_t = float(urgent_scores[j])
+        if j > 0:  # halfway to the next lower score, as above
+            urgent_t = float(urgent_scores[j - 1] + urgent_scores[j]) / 2
     return emergency_t, min(urgent_t, emergency_t)
 
 

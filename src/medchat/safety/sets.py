@@ -2,8 +2,9 @@
 
 Sets shipped in `resources/safety/` (docs/safety.md says who wrote each and when it was frozen):
 - `corpus.jsonl`: the training corpus (dev: measured by cross-validation only);
-- `heldout_a.jsonl`, `heldout_b.jsonl`, `heldout_c.jsonl`: written blind, from the taxonomy and the writing
-  instructions alone, by writers who never saw the rules, the screen or the corpus;
+- `heldout_a.jsonl` ... `heldout_e.jsonl`: written blind, from the taxonomy and the writing
+  instructions alone, by writers who never saw the rules, the screen or the corpus (A has
+  been read since, so it is development data; D and E were written after B and C were used);
 - `original.jsonl`: the project's first hand-written set (302 questions, its own dev/heldout).
 
 Rows: `text`, `level` (emergency | urgent | none) and `category` (a taxonomy id), or the
@@ -46,6 +47,8 @@ SHIPPED_SETS = {
     "heldout_a": "heldout_a.jsonl",
     "heldout_b": "heldout_b.jsonl",
     "heldout_c": "heldout_c.jsonl",
+    "heldout_d": "heldout_d.jsonl",
+    "heldout_e": "heldout_e.jsonl",
 }
 
 
@@ -448,7 +451,8 @@ def _fmt_rate(r: dict[str, Any] | None) -> str:
     return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}] ({r['k']}/{r['n']})"
 
 
-BLIND_SETS = ("heldout_b", "heldout_c")  # never read by anyone who changed the screen
+# never read by anyone who changed the screen (A was read, so it is development data)
+BLIND_SETS = ("heldout_b", "heldout_c", "heldout_d", "heldout_e")
 
 
 def hide_blind_misses(report: dict[str, Any]) -> None:
