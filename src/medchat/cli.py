@@ -798,6 +798,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a seq2seq model into a medical Q&A chatbot, and measure the gain.",
     )
     parser.add_argument("--version", action="version", version=f"medchat {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' own logs, warnings and progress bars (by default they "
+        "are kept off the terminal; a training run keeps them in its train.log)",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in _VERBS.values():
         add(sub)
@@ -809,6 +815,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options between its two positionals (argparse alone fills QUESTION with SPEC there)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if "--verbose" in extra:  # also accepted after the verb: `medchat train --verbose ...`
+        extra.remove("--verbose")
+        args.verbose = True
     if (
         args.verb == "ask"
         and args.spec is None
@@ -828,6 +837,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     args = parse_args(argv)
+    if not args.verbose:
+        from medchat.console import quiet_libraries
+
+        quiet_libraries()
     try:
         return _VERBS[args.verb][1](args)
     except MedchatError as e:

@@ -986,7 +986,8 @@ def evaluate(
         _say(
             ranks,
             f"{len(rows)} {split} examples, {len(model_systems)} model system(s) "
-            f"({', '.join(modes)}); {settings.to_dict()}",
+            f"({', '.join(modes)}); generation: "
+            + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()),
         )
         cache = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
         ids = [str(r.get("id", i)) for i, r in enumerate(rows)]

@@ -22,7 +22,7 @@ import torch
 
 from medchat import modeling
 from medchat.config import Config, load_config, save_config
-from medchat.console import console
+from medchat.console import console, library_log
 from medchat.errors import MedchatError
 from medchat.fileio import (
     atomic_write_text,
@@ -146,7 +146,73 @@ def _callbacks(run_dir: Path):
             if fault and state.global_step == int(fault):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    return [RunDirCallback()]
+    return [RunDirCallback(), _ProgressCallback()]
+
+
+class _ProgressLine:
+    """One rich progress bar for a training run: steps, ETA, the latest loss and eval loss (in
+    place of Trainer's tqdm bars and printed log dicts)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.stats: dict[str, float] = {}
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(label, total=total, stats="")
+        self.progress.start()
+
+    def update(self, step: int, logs: dict | None = None) -> None:
+        for key in ("loss", "eval_loss"):
+            if logs and isinstance(logs.get(key), int | float):
+                self.stats[key] = float(logs[key])
+        stats = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in self.stats.items())
+        self.progress.update(self.task, completed=step, stats=stats)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _ProgressCallback():
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        line: _ProgressLine | None = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.line = _ProgressLine(state.max_steps, "training")
+                self.line.update(state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.line:
+                self.line.update(state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.line:
+                self.line.update(state.global_step, logs)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.line:
+                self.line.stop()
+                self.line = None
+
+    return ProgressCallback()
 
 
 # ----------------------------------------------------------------------------- run dir
@@ -406,10 +472,17 @@ def train(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    # Our progress line replaces Trainer's tqdm bars and its printed {'loss': ...} dicts (the
+    # same figures are in metrics.jsonl and TensorBoard).
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with library_log.to(run_dir / "train.log"):  # library records of this run, kept beside it
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - start
 
     if trainer.is_world_process_zero():
