@@ -256,6 +256,8 @@ def test_metrics_count_requests_tokens_and_queue(client):
         {"question": QUESTION, "max_new_tokens": 100000},
         {"question": QUESTION, "num_beams": 50},
         {"question": QUESTION, "tempreature": 0.5},
+        {"question": QUESTION, "seed": 2**32},
+        {"question": QUESTION, "seed": -1},
     ],
 )
 def test_bad_answer_requests_get_422_json(client, body):
@@ -348,8 +350,10 @@ def test_requests_with_equal_settings_share_one_generate(backend):
         results: list = []
         threads = [post_in_thread(http, "/v1/answer", {"question": QUESTION}, results)]
         assert gated.entered.wait(10)
-        for i in range(4):
-            body = {"question": f"{QUESTION} {i}"}
+        # greedy: seed, temperature and top_p change nothing, so these still batch together
+        sampling_only = [{}, {"seed": 7}, {"temperature": 0.3}, {"top_p": 0.5, "seed": 2**32 - 1}]
+        for i, extra in enumerate(sampling_only):
+            body = {"question": f"{QUESTION} {i}", **extra}
             threads.append(post_in_thread(http, "/v1/answer", body, results))
         for i in range(2):
             body = {"question": f"{QUESTION} {i}", "max_new_tokens": 5}
@@ -582,3 +586,21 @@ def test_serve_with_a_missing_run_folder_exits_with_one_line(tmp_path):
     err = done.stderr.strip()
     assert "runs/ful: no such folder" in err and "not looked up on the Hugging Face Hub" in err
     assert "Traceback" not in done.stderr and len(err.splitlines()) == 1
+
+
+def test_healthz_reports_a_failed_load_without_its_paths():
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import create_app
+
+    def load():
+        raise OSError("/home/alice/secret-runs/full: no such file")
+
+    with TestClient(create_app(load)) as c:
+        deadline = time.monotonic() + 10
+        while (r := c.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.status_code == 503
+        body = r.json()
+        assert body["status"] == "failed" and "OSError" in body["error"]
+        assert "alice" not in r.text and "/home" not in r.text

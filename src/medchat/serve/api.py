@@ -15,6 +15,7 @@ fastapi, uvicorn and prometheus-client are the `medchat[serve]` extra, imported 
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -42,6 +43,17 @@ ROUTES = (
     "/readyz",
     "/metrics",
 )
+
+
+MAX_SEED = 2**32 - 1  # what numpy and every backend accept as a seed
+
+
+def batch_key(settings: GenerationSettings) -> GenerationSettings:
+    """Settings as far as they change a greedy or beam answer: seed, temperature and top_p only
+    matter when sampling, so greedy requests that differ only in them share one batch."""
+    if settings.do_sample:
+        return settings
+    return dataclasses.replace(settings, seed=0, temperature=1.0, top_p=1.0)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -237,13 +249,15 @@ class Batcher:
                 self._cond.wait(remaining)
 
     def _move_matching(self, settings: GenerationSettings, batch: list[Job]) -> None:
-        """Move queued jobs with identical settings into `batch`, keeping the others in order."""
+        """Move queued jobs that can share a generate call into `batch`, keeping the others in
+        order."""
+        key = batch_key(settings)
         keep: collections.deque[Job] = collections.deque()
         for job in self._pending:
             if (
                 len(batch) < self.config.max_batch_size
                 and not job.stream
-                and job.settings == settings
+                and batch_key(job.settings) == key
             ):
                 batch.append(job)
             else:
@@ -365,7 +379,7 @@ def _request_models():
         top_p: float = Field(1.0, gt=0, le=1)
         no_repeat_ngram_size: int = Field(0, ge=0, le=16)
         repetition_penalty: float = Field(1.0, gt=0, le=10)
-        seed: int = Field(0, ge=0)
+        seed: int = Field(0, ge=0, le=MAX_SEED)
 
     Mode = Literal["generate", "rag", "retrieve"]
 
@@ -398,7 +412,7 @@ def _request_models():
         temperature: float | None = Field(None, ge=0, le=2)
         top_p: float | None = Field(None, gt=0, le=1)
         n: int = Field(1, ge=1, le=1)
-        seed: int | None = Field(None, ge=0)
+        seed: int | None = Field(None, ge=0, le=MAX_SEED)
         stream: bool = False
         # medchat's own (OpenAI clients send them with extra_body): answer mode and passages.
         mode: Mode | None = None
@@ -739,7 +753,15 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     @app.get("/healthz")
     async def healthz():
         if not batcher.alive() or batcher.load_error is not None:
-            return JSONResponse({"status": "failed", "error": str(batcher.load_error)}, 503)
+            # The exception text (paths, hub URLs) is in the server log, not on a public route.
+            kind = type(batcher.load_error).__name__ if batcher.load_error else "worker stopped"
+            return JSONResponse(
+                {
+                    "status": "failed",
+                    "error": f"the model could not be loaded ({kind}); see the server log",
+                },
+                503,
+            )
         return {"status": "ok"}
 
     def safety_screen_name() -> str:
