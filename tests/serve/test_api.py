@@ -287,6 +287,14 @@ def test_oversized_question_and_body_get_413(client):
     r = client.post("/v1/answer", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
 
+    # chunked: no content-length to check up front, so the limit bites while it is read
+    def chunks():
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192].encode()
+
+    r = client.post("/v1/answer", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
 
 def test_malformed_json_gets_422(client):
     r = client.post(

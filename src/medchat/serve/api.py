@@ -298,8 +298,9 @@ class Batcher:
 # ----------------------------------------------------------------------------- edge middleware
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(BaseException):
+    """Raised while a body is read. Not an Exception: FastAPI's body parser turns any Exception
+    into a 400 ("error parsing the body"); this must reach `Edge` and become a 413."""
 
 
 class Edge:
