@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from medchat import __version__
 from medchat.errors import MedchatError
@@ -503,7 +504,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--api-key",
         default=None,
-        help="require `Authorization: Bearer KEY` on /v1/* (default: $MEDCHAT_API_KEY, else none)",
+        help="require `Authorization: Bearer KEY` on /v1/* (default: $MEDCHAT_API_KEY, else "
+        "none); a key on the command line shows in `ps`, so prefer --api-key-file",
+    )
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        help="read the API key from this file (its first line)",
+    )
+    p.add_argument(
+        "--protect-all",
+        action="store_true",
+        help="with a key: /metrics, /docs and /openapi.json need it too (/healthz, /readyz stay open)",
     )
     p.add_argument(
         "--max-batch-size", type=int, default=8, help="requests per generate (default 8)"
@@ -537,6 +549,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     from medchat.serve.api import ServeConfig, serve
 
     api_key = args.api_key or os.environ.get("MEDCHAT_API_KEY") or None
+    if args.api_key_file:
+        key_file = Path(args.api_key_file)
+        if not key_file.is_file():
+            raise MedchatError(f"--api-key-file {key_file}: no such file")
+        lines = key_file.read_text(encoding="utf-8").splitlines()
+        api_key = lines[0].strip() if lines else ""
+        if not api_key:
+            raise MedchatError(
+                f"--api-key-file {key_file}: the first line is empty; put the key there"
+            )
+    if args.protect_all and api_key is None:
+        raise MedchatError("--protect-all needs a key: --api-key-file FILE (or $MEDCHAT_API_KEY)")
     config = ServeConfig(
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
@@ -544,6 +568,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         default_max_new_tokens=args.max_new_tokens,
         max_new_tokens_limit=max(512, args.max_new_tokens),
         api_key=api_key,
+        protect_all=args.protect_all,
         default_mode=args.mode or ("rag" if args.index else "generate"),
         k=args.k,
     )

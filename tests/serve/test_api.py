@@ -321,6 +321,35 @@ def test_api_key_is_required_on_v1_only(backend):
         assert c.post("/v1/answer", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/v1/models").status_code == 401
         assert c.get("/healthz").status_code == 200  # probes stay open
+        assert c.get("/metrics").status_code == 200 and c.get("/docs").status_code == 200
+
+
+def test_protect_all_puts_metrics_and_docs_behind_the_key(backend):
+    from fastapi.testclient import TestClient
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    config = ServeConfig(default_max_new_tokens=4, api_key="s3cret", protect_all=True)
+    with TestClient(create_app(lambda: backend, config)) as c:
+        wait_ready(c.get)
+        key = {"Authorization": "Bearer s3cret"}
+        for route in ("/metrics", "/docs", "/openapi.json"):
+            assert c.get(route).status_code == 401, route
+            assert c.get(route, headers=key).status_code == 200, route
+        assert "/v1/answer" in c.get("/openapi.json", headers=key).json()["paths"]
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
+def test_api_key_file_is_read_and_checked(tmp_path, capsys):
+    from medchat.cli import main
+
+    assert main(["serve", "x", "--api-key-file", str(tmp_path / "nope")]) == 2
+    assert "--api-key-file" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("\n")
+    assert main(["serve", "x", "--api-key-file", str(tmp_path / "empty")]) == 2
+    assert "first line is empty" in capsys.readouterr().err
+    assert main(["serve", "x", "--protect-all"]) == 2
+    assert "--protect-all needs a key" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- queue and batching

@@ -78,6 +78,10 @@ class ServeConfig:
     max_question_chars: int = _f(4000, "Longer questions get 413 (T5 reads 512 tokens anyway).")
     max_body_bytes: int = _f(65536, "Larger request bodies get 413 before they are parsed.")
     api_key: str | None = _f(None, "When set, /v1/* needs `Authorization: Bearer KEY`.")
+    protect_all: bool = _f(
+        False,
+        "With api_key: /metrics, /docs and /openapi.json need the key too (probes stay open).",
+    )
     default_mode: str = _f(
         "generate",
         "Answer mode when a request does not say: generate (the model alone), rag (the model "
@@ -458,7 +462,15 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         # uvicorn has already waited for in-flight requests; answer anything still queued.
         await asyncio.to_thread(batcher.close)
 
-    app = FastAPI(title="medchat", version="1", lifespan=lifespan)
+    hide_docs = config.protect_all and config.api_key is not None
+    app = FastAPI(
+        title="medchat",
+        version="1",
+        lifespan=lifespan,
+        # protected below instead, behind the key
+        docs_url=None if hide_docs else "/docs",
+        openapi_url=None if hide_docs else "/openapi.json",
+    )
     app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.config = config
@@ -783,11 +795,24 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             "safety_screen": safety_screen_name(),
         }
 
-    @app.get("/metrics")
+    operator = keyed if config.protect_all else []
+
+    @app.get("/metrics", dependencies=operator)
     async def metrics_endpoint():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if hide_docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/openapi.json", dependencies=keyed, include_in_schema=False)
+        async def openapi_protected():
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", dependencies=keyed, include_in_schema=False)
+        async def docs_protected():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="medchat")
 
     app.add_middleware(Edge, metrics=metrics, max_body_bytes=config.max_body_bytes)
     return app
