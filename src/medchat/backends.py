@@ -59,6 +59,17 @@ def cpu_threads() -> int:
 # ----------------------------------------------------------------------------- torch
 
 
+def _stopping(should_stop: ShouldStop):
+    """A transformers stopping criterion that ends every row once `should_stop()` is true."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool)
+
+    return StoppingCriteriaList([Stop()])
+
+
 class TorchBackend:
     """transformers `generate` on a loaded model: fp32, or int8 after `quantize_int8`."""
 
@@ -92,13 +103,22 @@ class TorchBackend:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, *, min_new_tokens: int = 0
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        *,
+        min_new_tokens: int = 0,
+        should_stop: ShouldStop | None = None,
     ) -> list[Generation]:
-        """Answers for one batch of formatted prompts."""
+        """Answers for one batch of formatted prompts; decoding ends early once `should_stop()`
+        (the server's "every client of this batch has gone away")."""
         if settings.do_sample:
             torch.manual_seed(settings.seed)
         enc = self._encode(prompts)
-        out = self.lm.model.generate(**enc, **self._kwargs(settings, min_new_tokens))
+        kwargs = self._kwargs(settings, min_new_tokens)
+        if should_stop is not None:
+            kwargs["stopping_criteria"] = _stopping(should_stop)
+        out = self.lm.model.generate(**enc, **kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         sources = enc["attention_mask"].sum(dim=1).tolist()
         return [
@@ -115,24 +135,20 @@ class TorchBackend:
         should_stop: ShouldStop | None = None,
     ) -> Generation:
         """Generate one answer in this thread, handing each new piece of text to `on_text`."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+        from transformers import TextStreamer
 
         class Streamer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 if text:
                     on_text(text)
 
-        class Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-                stop = should_stop is not None and should_stop()
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
-
         if settings.do_sample:
             torch.manual_seed(settings.seed)
         kwargs = self._kwargs(settings, 0)
         if settings.num_beams == 1:  # beam search cannot stream; it yields the answer at once
             kwargs["streamer"] = Streamer(self.tokenizer, skip_special_tokens=True)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([Stop()])
+        if should_stop is not None:
+            kwargs["stopping_criteria"] = _stopping(should_stop)
         enc = self._encode([prompt])
         out = self.lm.model.generate(**enc, **kwargs)
         text = self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
@@ -263,17 +279,27 @@ class CT2Backend:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
 
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, *, min_new_tokens: int = 0
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        *,
+        min_new_tokens: int = 0,
+        should_stop: ShouldStop | None = None,
     ) -> list[Generation]:
-        """Answers for one batch of formatted prompts."""
+        """Answers for one batch of formatted prompts; with greedy or sampled decoding (ct2 calls
+        back per token only at beam size 1), decoding ends early once `should_stop()`."""
         if settings.do_sample:
             require_ctranslate2().set_random_seed(settings.seed)
         sources = self.source_tokens(prompts)
+        extra: dict[str, Any] = {}
+        if should_stop is not None and settings.num_beams == 1:
+            extra["callback"] = lambda step: bool(should_stop())
         results = self.translator.translate_batch(
             sources,
             min_decoding_length=min_new_tokens,
             return_end_token=True,  # so token counts include EOS, as transformers' do
             **self._options(settings),
+            **extra,
         )
         out = []
         for r, src in zip(results, sources, strict=True):

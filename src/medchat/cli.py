@@ -508,6 +508,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "none); a key on the command line shows in `ps`, so prefer --api-key-file",
     )
     p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        help="seconds a non-streamed answer may take before the reply is 504 (default: no limit)",
+    )
+    p.add_argument(
         "--api-key-file",
         default=None,
         help="read the API key from this file (its first line)",
@@ -569,6 +575,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_new_tokens_limit=max(512, args.max_new_tokens),
         api_key=api_key,
         protect_all=args.protect_all,
+        request_timeout_s=args.request_timeout,
         default_mode=args.mode or ("rag" if args.index else "generate"),
         k=args.k,
     )

@@ -641,3 +641,82 @@ def test_healthz_reports_a_failed_load_without_its_paths():
         body = r.json()
         assert body["status"] == "failed" and "OSError" in body["error"]
         assert "alice" not in r.text and "/home" not in r.text
+
+
+# ----------------------------------------------------------------------------- abandoned work
+
+
+class Slow:
+    """A backend that decodes one token per 20 ms, honouring should_stop like the real ones."""
+
+    name, kind, prompt_template = "slow", "torch", "{question}"
+
+    def __init__(self) -> None:
+        self.decoded = 0  # tokens decoded, over all calls
+
+    def generate(self, prompts, settings, *, min_new_tokens=0, should_stop=None):
+        from medchat.backends import Generation
+
+        steps = 0
+        while steps < settings.max_new_tokens and not (should_stop and should_stop()):
+            time.sleep(0.02)
+            steps += 1
+            self.decoded += 1
+        return [Generation("x " * steps, steps, 1) for _ in prompts]
+
+    def stream(self, prompt, settings, on_text, should_stop=None):
+        return self.generate([prompt], settings, should_stop=should_stop)[0]
+
+
+def tokens_generated(http) -> float:
+    line = next(
+        x
+        for x in http.get("/metrics").text.splitlines()
+        if x.startswith("medchat_tokens_generated_total")
+    )
+    return float(line.split()[-1])
+
+
+def test_a_client_that_goes_away_stops_its_generation():
+    import httpx
+
+    from medchat.serve.api import ServeConfig, create_app
+
+    slow = Slow()
+    config = ServeConfig(default_max_new_tokens=250, max_new_tokens_limit=250)
+    with running(create_app(lambda: slow, config)) as (base, http):
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.3 s of a 5 s answer
+            httpx.post(f"{base}/v1/answer", json={"question": QUESTION}, timeout=0.3)
+        wait_for(lambda: slow.decoded > 0)
+        time.sleep(1.0)  # the server notices within 0.1 s, the decoder within a step
+        assert slow.decoded < 100, slow.decoded
+        # ... and the server carries on: the next client gets its whole answer
+        r = http.post("/v1/answer", json={"question": QUESTION, "max_new_tokens": 5})
+        assert r.status_code == 200 and r.json()["tokens"] == 5
+        assert tokens_generated(http) < 100
+
+
+def test_request_timeout_answers_504_and_stops_the_work():
+    from medchat.serve.api import ServeConfig, create_app
+
+    slow = Slow()
+    config = ServeConfig(
+        default_max_new_tokens=250, max_new_tokens_limit=250, request_timeout_s=0.3
+    )
+    with running(create_app(lambda: slow, config)) as (_, http):
+        r = http.post("/v1/answer", json={"question": QUESTION})
+        assert r.status_code == 504
+        assert r.json()["error"]["type"] == "timeout_error"
+        assert "--request-timeout" in r.json()["error"]["message"]
+        time.sleep(0.5)
+        assert slow.decoded < 100, slow.decoded
+
+
+def test_the_torch_backend_stops_a_batch_when_asked(backend):
+    from medchat.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=64)
+    full = backend.generate(["What is asthma?"] * 2, settings)
+    stopped = backend.generate(["What is asthma?"] * 2, settings, should_stop=lambda: True)
+    assert [g.tokens for g in full] == [64, 64]  # the micro model never ends on its own
+    assert max(g.tokens for g in stopped) <= 2

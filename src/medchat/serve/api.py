@@ -78,6 +78,9 @@ class ServeConfig:
     max_question_chars: int = _f(4000, "Longer questions get 413 (T5 reads 512 tokens anyway).")
     max_body_bytes: int = _f(65536, "Larger request bodies get 413 before they are parsed.")
     api_key: str | None = _f(None, "When set, /v1/* needs `Authorization: Bearer KEY`.")
+    request_timeout_s: float | None = _f(
+        None, "A non-streamed answer not ready in this many seconds gets 504 (None: no limit)."
+    )
     protect_all: bool = _f(
         False,
         "With api_key: /metrics, /docs and /openapi.json need the key too (probes stay open).",
@@ -101,6 +104,8 @@ class ServeConfig:
                 problems.append(f"{name} must be >= 1")
         if self.batch_wait_ms < 0:
             problems.append("batch_wait_ms must be >= 0")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            problems.append("request_timeout_s must be > 0")
         if self.max_new_tokens_limit < self.default_max_new_tokens:
             problems.append("max_new_tokens_limit must be >= default_max_new_tokens")
         if problems:
@@ -285,7 +290,12 @@ class Batcher:
                     )
                 ]
             else:
-                gens = self.backend.generate([j.prompt for j in jobs], jobs[0].settings)
+                # Nobody waits for a batch whose clients have all gone: stop decoding it.
+                gens = self.backend.generate(
+                    [j.prompt for j in jobs],
+                    jobs[0].settings,
+                    should_stop=lambda: all(j.cancelled.is_set() for j in jobs),
+                )
         except Exception as e:
             log.exception("generation failed for a batch of %d", len(jobs))
             for job in jobs:
@@ -575,13 +585,31 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     def grounded_fields(g: Any) -> dict[str, Any]:
         return {"mode": g.mode, "citations": [c.to_dict() for c in g.citations]}
 
-    async def answer_one(question: str, settings: GenerationSettings):
+    async def answer_one(question: str, settings: GenerationSettings, request: Request):
+        """The answer to one non-streamed request. While it waits, it watches the client: if the
+        client goes away, or `request_timeout_s` passes (504), the job is cancelled, so a queued
+        job is skipped and a batch whose clients have all gone stops decoding."""
         job, results = enqueue(question, settings)
+        deadline = time.monotonic() + config.request_timeout_s if config.request_timeout_s else None
+        got = asyncio.ensure_future(results.get())
         try:
-            kind, value = await results.get()
-        except asyncio.CancelledError:
-            job.cancelled.set()  # the client went away: skip it if not started yet
+            while True:
+                done, _ = await asyncio.wait({got}, timeout=0.1)
+                if done:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise fail(
+                        504,
+                        f"no answer within {config.request_timeout_s:g} s (the server's "
+                        "--request-timeout); ask for fewer new tokens or try again later",
+                    )
+                if await request.is_disconnected():
+                    raise fail(499, "client closed the request")  # nobody reads this reply
+        except BaseException:
+            job.cancelled.set()
+            got.cancel()
             raise
+        kind, value = got.result()
         if kind == "error":
             raise fail(500, f"generation failed: {value}")
         return value
@@ -610,7 +638,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     keyed = [Depends(require_key)]
 
     @app.post("/v1/answer", dependencies=keyed)
-    async def answer(req: AnswerRequest):  # type: ignore[valid-type]
+    async def answer(req: AnswerRequest, request: Request):  # type: ignore[valid-type]
         start = time.perf_counter()
         question = question_of(req.question)
         settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
@@ -619,7 +647,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         if g.mode == "retrieve":
             text, tokens, model, backend = g.quote, 0, None, "retrieve"
         else:
-            gen = await answer_one(g.model_question, settings)
+            gen = await answer_one(g.model_question, settings, request)
             text, tokens, model, backend = gen.text, gen.tokens, model_name(), batcher.backend.kind
         return {
             "answer": text,
@@ -684,7 +712,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         return question_of(users[-1].text())
 
     @app.post("/v1/chat/completions", dependencies=keyed)
-    async def chat_completions(req: ChatRequest):  # type: ignore[valid-type]
+    async def chat_completions(req: ChatRequest, request: Request):  # type: ignore[valid-type]
         from medchat.answering import sources_text
 
         question = last_user_message(req)
@@ -698,7 +726,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             if g.mode == "retrieve":
                 gen = _Quoted(g.quote)
             else:
-                gen = await answer_one(g.model_question, settings)
+                gen = await answer_one(g.model_question, settings, request)
             text = f"{gen.text}\n\n{sources}" if sources else gen.text
             return {
                 "id": ident,
@@ -826,6 +854,7 @@ _KINDS = {
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
 # Proxies (nginx) buffer responses unless told not to, which would hold back every token.
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
