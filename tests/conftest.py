@@ -40,14 +40,66 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def write_medquad_like_archive(out: Path) -> Path:
+    """A MedQuAD-format .tar.gz (one <Document> per focus, in two subset folders, with URLs)
+    built from the sample Q&A that ships with medchat: the real MedQuAD loader and preparation
+    path, on data in the repo, so a clone without ../shared runs the same tests."""
+    import io
+    import json
+    import tarfile
+    from xml.sax.saxutils import escape, quoteattr
+
+    sample = REPO_ROOT / "src" / "medchat" / "resources" / "sample_qa.jsonl"
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()]
+    by_focus: dict[str, list[dict]] = {}
+    for r in rows:
+        by_focus.setdefault(r["focus"], []).append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w:gz") as tf:
+        for i, (focus, pairs) in enumerate(sorted(by_focus.items()), 1):
+            doc_id = f"{i:07d}"
+            slug = "-".join(focus.lower().split())
+            url = f"https://medlineplus.example/sample/{slug}"
+            qa = "".join(
+                f'<QAPair pid="{k}"><Question qid="{doc_id}-{k}" qtype={quoteattr(p["qtype"])}>'
+                f"{escape(p['question'])}</Question><Answer>{escape(p['answer'])}</Answer></QAPair>"
+                for k, p in enumerate(pairs, 1)
+            )
+            xml = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Document id="{doc_id}" '
+                f'source="SAMPLE" url={quoteattr(url)}><Focus>{escape(focus)}</Focus>'
+                f"<QAPairs>{qa}</QAPairs></Document>\n"
+            ).encode()
+            info = tarfile.TarInfo(f"MedQuAD/{1 + i % 2}_Sample_QA/{doc_id}.xml")
+            info.size = len(xml)
+            tf.addfile(info, io.BytesIO(xml))
+    return out
+
+
 @pytest.fixture(scope="session")
-def medquad_prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MedQuAD archive prepared once per session through the real CLI."""
+def medquad_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MedQuAD-format archive built from the repo's sample, prepared once per session through
+    the real CLI. Tests that need the real corpus use `real_medquad_prepared`."""
+    from medchat.cli import main
+
+    root = tmp_path_factory.mktemp("medquad")
+    archive = write_medquad_like_archive(root / "MedQuAD.tar.gz")
+    out = root / "data"
+    # 66 documents: larger held-out shares, so validation and test have a few dozen rows each
+    argv = ["data", "prepare", str(archive), "--out", str(out), "--tokenizer", "words",
+            "--val-frac", "0.15", "--test-frac", "0.25"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_medquad_prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MedQuAD archive (../shared/data) prepared once per session through the real CLI."""
     from medchat.cli import main
 
     if not MEDQUAD_TGZ.is_file():
         pytest.skip(f"MedQuAD archive not found at {MEDQUAD_TGZ}")
-    out = tmp_path_factory.mktemp("medquad") / "data"
+    out = tmp_path_factory.mktemp("medquad-real") / "data"
     argv = ["data", "prepare", str(MEDQUAD_TGZ), "--out", str(out), "--tokenizer", "words"]
     assert main(argv) == 0
     return out
@@ -93,3 +145,19 @@ def tiny_runs(medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("runs")
     methods = ["full", "lora"] + (["qlora"] if has_module("bitsandbytes") else [])
     return {m: train_micro(medquad_prepared, root / m, m) for m in methods}
+
+
+# Checks that need the real corpus (../shared/data): marked `medquad` wherever they ask for it,
+# and without it skipped with one line that says so (CI refuses to run without the corpus).
+_REAL_DATA_FIXTURES = {"shared_data", "real_medquad_prepared"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = not SHARED_DATA.is_dir()
+    for item in items:
+        if _REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.medquad)
+        if missing and item.get_closest_marker("medquad"):
+            item.add_marker(
+                pytest.mark.skip(reason=f"needs the real corpus at {SHARED_DATA} (medquad)")
+            )

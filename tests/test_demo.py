@@ -74,7 +74,8 @@ def test_demo_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_full_demo_on_medquad(medquad_prepared, tmp_path: Path) -> None:
+@pytest.mark.medquad
+def test_full_demo_on_medquad(tmp_path: Path) -> None:
     from tests.conftest import MEDQUAD_TGZ
 
     assert main(["demo", "--data", str(MEDQUAD_TGZ), "--out", str(tmp_path / "d")]) == 0

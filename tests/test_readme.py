@@ -113,9 +113,8 @@ def test_the_readme_test_command_is_exactly_what_ci_runs() -> None:
     assert "pip install -q torch==2.13.0" in ci and 'pip install -q -e ".[all,dev]"' in ci
 
 
+@pytest.mark.medquad
 def test_the_readme_data_and_safety_commands_run(tmp_path: Path, capsys) -> None:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     runs = str(tmp_path / "runs")
     ran = 0
     for argv in COMMANDS:

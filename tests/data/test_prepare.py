@@ -77,8 +77,8 @@ def test_real_kaggle_file_keeps_137_and_drops_136(shared_data: Path, tmp_path: P
     assert counts["splits"] == {"train": 123, "validation": 7, "test": 7}
 
 
-def test_real_medquad_manifest(medquad_prepared: Path) -> None:
-    manifest = read_manifest(medquad_prepared)
+def test_real_medquad_manifest(real_medquad_prepared: Path) -> None:
+    manifest = read_manifest(real_medquad_prepared)
     counts = manifest["counts"]
     assert counts["read"] == 16423
     assert counts["merged_split_answers"] == 481
@@ -86,7 +86,7 @@ def test_real_medquad_manifest(medquad_prepared: Path) -> None:
     assert counts["deduplicated"] == 15933
     assert manifest["source"]["sha256"] == sha256_file(MEDQUAD_TGZ)
     assert manifest["split"]["shared_keys"] == {"question": 0, "focus": 0, "document": 0}
-    row = load_split(medquad_prepared, "test")[0]
+    row = load_split(real_medquad_prepared, "test")[0]
     assert set(row) >= {"id", "question", "answer", "source", "url", "focus", "qtype", "doc_id"}
     assert row["url"].startswith("http")
 

@@ -108,10 +108,10 @@ def test_seed_changes_the_split_and_fills_targets() -> None:
     assert {r["id"] for r in a["test"]} != {r["id"] for r in b["test"]}
 
 
-def test_real_medquad_splits_share_no_question_focus_or_doc(medquad_prepared: Path) -> None:
-    splits = {name: load_split(medquad_prepared, name) for name in SPLITS}
+def test_real_medquad_splits_share_no_question_focus_or_doc(real_medquad_prepared: Path) -> None:
+    splits = {name: load_split(real_medquad_prepared, name) for name in SPLITS}
     assert leaks(splits) == {"question": set(), "focus": set(), "doc": set()}
-    counts = read_manifest(medquad_prepared)["counts"]["splits"]
+    counts = read_manifest(real_medquad_prepared)["counts"]["splits"]
     assert {name: len(rows) for name, rows in splits.items()} == counts
     # GHR "Aicardi syndrome" and NINDS "Aicardi Syndrome" are one condition, so one split.
     aicardi = [
