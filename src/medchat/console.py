@@ -14,10 +14,35 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
+
+
+def progress_bar(*extra: Any, enabled: bool = True) -> Any:
+    """medchat's one progress-bar shape: description, bar, n/total, then `extra` columns (speed,
+    losses), elapsed and ETA, on the console. Callers add their task and start or enter it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
 
 
 class _LibraryLog(logging.Handler):

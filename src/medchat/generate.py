@@ -145,29 +145,9 @@ def _speed_column_class():
 
 
 def _progress(description: str, total: int, enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from medchat.console import progress_bar
 
-    from medchat.console import console
-
-    _SpeedColumn = _speed_column_class()
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _SpeedColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
+    return progress_bar(_speed_column_class()(), enabled=enabled)
 
 
 @dataclass

@@ -239,20 +239,9 @@ def embed(
 
 @contextlib.contextmanager
 def _progress(description: str, total: int, enabled: bool) -> Iterator[tuple[Any, Any]]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from medchat.console import progress_bar
 
-    from medchat.console import console
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
-    timing = (TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, *timing, console=console, disable=not enabled) as bar:
+    with progress_bar(enabled=enabled) as bar:
         yield bar, bar.add_task(description, total=total)
 
 

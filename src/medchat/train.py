@@ -154,26 +154,12 @@ class _ProgressLine:
     place of Trainer's tqdm bars and printed log dicts)."""
 
     def __init__(self, total: int, label: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import TextColumn
+
+        from medchat.console import progress_bar
 
         self.stats: dict[str, float] = {}
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(TextColumn("{task.fields[stats]}"))
         self.task = self.progress.add_task(label, total=total, stats="")
         self.progress.start()
 
