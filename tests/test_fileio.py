@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from medchat.fileio import read_log_jsonl, recover_dir, replace_dir, trim_torn_tail
 
@@ -51,3 +52,25 @@ def test_recover_dir_restores_a_model_a_kill_left_aside_and_drops_stale_temps(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert len(notes) == 2 and "restored" in notes[0] and "removed" in notes[1]
     assert recover_dir(tmp_path / "model") == []  # nothing left to do
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_file_and_leaves_nothing(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import medchat.fileio as fileio
+    from medchat.cli import main
+
+    real_fdopen = os.fdopen
+
+    def full_disk(fd, *args, **kwargs):  # every atomic write lands on /dev/full: ENOSPC
+        os.close(fd)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "fdopen", full_disk)
+    sample = Path(fileio.__file__).parent / "resources" / "sample_qa.jsonl"
+    out = tmp_path / "data"
+    assert main(["data", "prepare", str(sample), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "No space left on device" in err and str(tmp_path) in err and "free some space" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no half-written data folder

@@ -880,11 +880,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
         return 2
+    except OSError as e:
+        # A full disk, a read-only folder, a permission: one line naming the path, no traceback.
+        # Outputs are written to a temp file or folder and renamed, so nothing is left half-written.
+        from medchat.console import console
+
+        console.print(f"[bold red]error:[/] {os_error_line(e)}", markup=True, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         from medchat.console import console
 
         console.print("interrupted")
         return 130
+
+
+def os_error_line(e: OSError) -> str:
+    """'PATH: reason; what to do' for an operating-system error."""
+    import errno
+
+    where = e.filename or "(no path)"
+    if e.filename2:
+        where = f"{where} -> {e.filename2}"
+    reason = e.strerror or str(e)
+    hint = {
+        errno.ENOSPC: "free some space and run the command again (training: add --resume)",
+        errno.EDQUOT: "free some space and run the command again (training: add --resume)",
+        errno.EACCES: "check the folder's permissions, or write somewhere else",
+        errno.EROFS: "the file system is read-only; write somewhere else",
+    }.get(e.errno or 0, "check the path and run the command again")
+    return f"{where}: {reason}; {hint}"
 
 
 if __name__ == "__main__":

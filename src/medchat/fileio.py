@@ -41,9 +41,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         # mkstemp makes 0600 files; give the file the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
 
 
