@@ -721,3 +721,40 @@ def test_the_torch_backend_stops_a_batch_when_asked(backend):
     stopped = backend.generate(["What is asthma?"] * 2, settings, should_stop=lambda: True)
     assert [g.tokens for g in full] == [64, 64]  # the micro model never ends on its own
     assert max(g.tokens for g in stopped) <= 2
+
+
+def test_retrieval_work_shares_the_queue_bound(backend, kb_index):
+    """rag/retrieve requests do their retrieval before the model's queue; they count against
+    the same bound, so a flood of them gets 429 instead of piling up threads."""
+    from medchat.serve.api import ServeConfig, create_app
+
+    release = threading.Event()
+
+    class SlowIndex:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def search_batch(self, *args, **kwargs):
+            assert release.wait(30)
+            return self.inner.search_batch(*args, **kwargs)
+
+    config = ServeConfig(default_max_new_tokens=4, max_queue=2, default_mode="retrieve")
+    with running(create_app(lambda: backend, config, SlowIndex(kb_index))) as (_, http):
+        results: list = []
+        threads = [
+            post_in_thread(http, "/v1/answer", {"question": QUESTION}, results) for _ in range(2)
+        ]
+        time.sleep(0.5)  # both are retrieving now
+        third = http.post("/v1/answer", json={"question": QUESTION})
+        assert third.status_code == 429 and "Retry-After" in third.headers
+        release.set()
+        for t in threads:
+            t.join(30)
+        assert [r.status_code for r in results] == [200, 200]
+        assert http.post("/v1/answer", json={"question": QUESTION}).status_code == 200

@@ -552,6 +552,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         except NotReady:
             raise fail(503, "model not ready", {"Retry-After": "5"}) from None
 
+    retrieving = {"n": 0}  # grounding calls in flight (event-loop only, so no lock)
+
     async def grounding(question: str, mode: str | None, k: int | None) -> Any:
         """What the mode puts around the question (passages, citations, a quote); generate: none.
 
@@ -569,8 +571,16 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             )
         if mode == "rag" and not batcher.ready.is_set():
             raise fail(503, "model not ready", {"Retry-After": "5"})
+        # Retrieval is work too: it shares the bound of the model's queue, so a flood of rag or
+        # retrieve requests gets 429 like a flood of generate ones, instead of piling up threads.
+        if retrieving["n"] + batcher.depth() >= config.max_queue:
+            raise fail(429, "server busy: queue full", {"Retry-After": "1"})
         lm = batcher.backend if mode == "rag" else None
-        return await asyncio.to_thread(ground, question, mode, lm, index, k or config.k)
+        retrieving["n"] += 1
+        try:
+            return await asyncio.to_thread(ground, question, mode, lm, index, k or config.k)
+        finally:
+            retrieving["n"] -= 1
 
     def start_stream(g: Any, settings: GenerationSettings) -> tuple[Job | None, asyncio.Queue]:
         """A streamed answer's job and result queue; a retrieve answer needs no model, so its
