@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from medchat.errors import MedchatError
-from medchat.generate import GenerationSettings
+from medchat.generate import GenerationSettings, stopping_when
 from medchat.modeling import LoadedModel
 from medchat.prompts import DEFAULT_TEMPLATE
 
@@ -57,17 +57,6 @@ def cpu_threads() -> int:
 
 
 # ----------------------------------------------------------------------------- torch
-
-
-def _stopping(should_stop: ShouldStop):
-    """A transformers stopping criterion that ends every row once `should_stop()` is true."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class Stop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool)
-
-    return StoppingCriteriaList([Stop()])
 
 
 class TorchBackend:
@@ -117,7 +106,7 @@ class TorchBackend:
         enc = self._encode(prompts)
         kwargs = self._kwargs(settings, min_new_tokens)
         if should_stop is not None:
-            kwargs["stopping_criteria"] = _stopping(should_stop)
+            kwargs["stopping_criteria"] = stopping_when(should_stop)
         out = self.lm.model.generate(**enc, **kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         sources = enc["attention_mask"].sum(dim=1).tolist()
@@ -148,7 +137,7 @@ class TorchBackend:
         if settings.num_beams == 1:  # beam search cannot stream; it yields the answer at once
             kwargs["streamer"] = Streamer(self.tokenizer, skip_special_tokens=True)
         if should_stop is not None:
-            kwargs["stopping_criteria"] = _stopping(should_stop)
+            kwargs["stopping_criteria"] = stopping_when(should_stop)
         enc = self._encode([prompt])
         out = self.lm.model.generate(**enc, **kwargs)
         text = self.tokenizer.decode(out[0], skip_special_tokens=True).strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,17 @@ def _speed_column_class():
     return SpeedColumn
 
 
+def stopping_when(should_stop: Callable[[], bool]):
+    """A transformers stopping criterion that ends every row once `should_stop()` is true."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool)
+
+    return StoppingCriteriaList([Stop()])
+
+
 def _progress(description: str, total: int, enabled: bool):
     from medchat.console import progress_bar
 
@@ -165,9 +176,15 @@ class StreamStats:
 
 
 def stream_answer(
-    lm: LoadedModel, question: str, settings: GenerationSettings, *, prompt: str | None = None
+    lm: LoadedModel,
+    question: str,
+    settings: GenerationSettings,
+    *,
+    prompt: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[StreamStats]:
-    """Yield the growing answer token by token (generation runs in a background thread)."""
+    """Yield the growing answer token by token (generation runs in a background thread). It
+    ends at the next decoding step once `should_stop()` is true, or once this is closed."""
     from transformers import TextIteratorStreamer
 
     prompt = prompt if prompt is not None else format_prompt(question, lm.prompt_template)
@@ -184,6 +201,10 @@ def stream_answer(
         yield StreamStats(text, n, time.perf_counter() - start, True)
         return
     errors: list[BaseException] = []
+    stop = threading.Event()  # set when our caller stops listening: generation ends next step
+    kwargs["stopping_criteria"] = stopping_when(
+        lambda: stop.is_set() or (should_stop is not None and should_stop())
+    )
 
     def run() -> None:
         try:
@@ -199,13 +220,18 @@ def stream_answer(
     start = time.perf_counter()
     thread.start()
     stats = StreamStats()
-    for piece in streamer:
-        if not piece:
-            continue
-        stats.text += piece
-        stats.tokens += 1
-        stats.seconds = time.perf_counter() - start
-        yield stats
+    try:
+        for piece in streamer:
+            if not piece:
+                continue
+            stats.text += piece
+            stats.tokens += 1
+            stats.seconds = time.perf_counter() - start
+            yield stats
+    except GeneratorExit:  # closed early (a UI page that went away): stop decoding, then return
+        stop.set()
+        thread.join()
+        raise
     thread.join()
     if errors:
         raise errors[0]

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,21 +212,24 @@ class ModelGroup:
                 yield col.lm
 
     def stream(
-        self, name: str, question: str, settings: GenerationSettings
+        self,
+        name: str,
+        question: str,
+        settings: GenerationSettings,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[StreamStats]:
         """Stream one column's answer token by token (see `generate.stream_answer`)."""
         with self.use(name) as lm:
-            inner = stream_answer(lm, question, settings)
+            inner = stream_answer(lm, question, settings, should_stop=should_stop)
             try:
                 # not `yield from`: that would close `inner` at once when our caller stops
                 for stats in inner:  # noqa: UP028
                     yield stats
             finally:
-                # Generation runs on in stream_answer's thread when our caller stops early; let it
-                # finish before the lock is released, or another column could switch the adapter
-                # under it.
-                for _ in inner:
-                    pass
+                # When our caller stops early, closing `inner` stops its generation at the next
+                # step and waits for it, so the lock is held until the model is free: another
+                # column cannot switch the adapter under a running generate.
+                inner.close()
 
     def generate(
         self,

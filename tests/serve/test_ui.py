@@ -66,7 +66,7 @@ class FakeGroup:
     def shares_with(self, name: str) -> list[str]:
         return []
 
-    def stream(self, name: str, question: str, settings: GenerationSettings):
+    def stream(self, name: str, question: str, settings: GenerationSettings, should_stop=None):
         self.calls.append(name)
         self.questions[name] = question
         stats = StreamStats()
@@ -527,3 +527,35 @@ def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared
             browser.close()
     finally:
         demo.close()
+
+
+def test_a_page_that_goes_away_stops_every_columns_generation(ui_group, monkeypatch):
+    """Closing the page's stream (Gradio closes it when the browser goes away) stops each
+    model's decoding at its next step, instead of running to max_new_tokens."""
+    import medchat.generate as gen
+
+    steps: dict[int, int] = {}
+    real = gen.stopping_when
+
+    def counting(should_stop):
+        key = len(steps)
+        steps[key] = 0
+
+        def check() -> bool:
+            steps[key] += 1
+            return should_stop()
+
+        return real(check)
+
+    monkeypatch.setattr(gen, "stopping_when", counting)
+    long = GenerationSettings(max_new_tokens=400)
+    frames = ui.stream_columns(ui_group, "What is asthma?", long, tick_s=0.01)
+    next(frames)
+    while not any(s.tokens for s in next(frames)):  # every column has started
+        pass
+    frames.close()
+    deadline = time.monotonic() + 10
+    while [t for t in threading.enumerate() if t.name.startswith("ui-")]:
+        assert time.monotonic() < deadline, "a column kept generating"
+        time.sleep(0.02)
+    assert steps and max(steps.values()) < 200, steps  # stopped long before 400

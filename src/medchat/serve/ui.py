@@ -116,7 +116,8 @@ def stream_columns(
 ) -> Iterator[list[ColumnState]]:
     """Answer with every column at once; yield all columns' states together as they grow.
 
-    `group` is a `ModelGroup` (anything with `.names` and `.stream(name, question, settings)`).
+    `group` is a `ModelGroup` (anything with `.names` and `.stream(name, question, settings,
+    should_stop)`).
     `questions` gives a column its own model question (rag: the question with its passages,
     shaped for that column's tokenizer). A column that fails shows a friendly error; the others
     carry on.
@@ -128,7 +129,11 @@ def stream_columns(
 
     def work(i: int, name: str) -> None:
         try:
-            answer = group.stream(name, (questions or {}).get(name, question), settings)
+            # stop.is_set reaches the decoder itself: a column stops at its next step even
+            # while its streamer holds back text (no space yet), not only at its next piece
+            answer = group.stream(
+                name, (questions or {}).get(name, question), settings, should_stop=stop.is_set
+            )
             try:
                 for stats in answer:
                     events.put((i, dataclasses.replace(stats)))
