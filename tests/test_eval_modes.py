@@ -148,6 +148,12 @@ def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
     blind = modes_eval["metrics"]["safety"]["sets"]["heldout_b"]
     lo, hi = blind["recall"]["ci95"]
     assert f"| blind held-out B | {blind['n']} |" in md
+    pooled = modes_eval["metrics"]["safety"]["sets"]["blind pooled"]
+    sets = modes_eval["metrics"]["safety"]["sets"]
+    assert pooled["tp"] == sum(
+        sets[n]["tp"] for n in ("heldout_b", "heldout_c", "heldout_d", "heldout_e")
+    )
+    assert md.index("blind held-out B-E, pooled") < md.index("| original set, all |")
     assert f"{blind['recall']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in md
     # what the screen recorded when trained: the corpus CV row and leave-one-category-out
     trained = modes_eval["metrics"]["safety"]["trained"]

@@ -47,15 +47,16 @@ ORIGINAL_NUMBERS = {
 N_EXAMPLES = 10
 EXCERPT_CHARS = 600
 # How the report names the safety sets (docs/safety.md says who wrote each and when).
-SAFETY_SETS = {
-    "original/dev": "original set, dev part (rules tuned on it)",
-    "original/heldout": "original set, heldout part",
-    "original": "original set, all",
-    "heldout_a": "held-out A (read since: development)",
+SAFETY_SETS = {  # in the order the report shows them: the blind sets first
+    "blind pooled": "**blind held-out B-E, pooled**",
     "heldout_b": "blind held-out B",
     "heldout_c": "blind held-out C",
     "heldout_d": "blind held-out D",
     "heldout_e": "blind held-out E",
+    "heldout_a": "held-out A (read since: development)",
+    "original": "original set, all",
+    "original/dev": "original set, dev part (rules tuned on it)",
+    "original/heldout": "original set, heldout part",
     "corpus (5-fold CV)": "training corpus, 5-fold CV",
 }
 LABELS = {k: label for k, _, label in METRICS}
@@ -504,7 +505,10 @@ def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:
             _rate_ci(x["false_positive_rate"]),
             _rate_ci(x["precision"]),
         ]
-        for name, x in sets.items()
+        for name, x in sorted(
+            sets.items(),
+            key=lambda kv: list(SAFETY_SETS).index(kv[0]) if kv[0] in SAFETY_SETS else 99,
+        )
     ]
     trained = safety.get("trained") or {}
     doc.add(
