@@ -54,6 +54,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     prep.add_argument("--test-frac", type=float, default=0.05, help="test share (default 0.05)")
     prep.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="every row to test.jsonl after the same cleaning and dedup: a benchmark to evaluate "
+        "as it is (no train or validation rows; --val-frac/--test-frac/--seed do not apply)",
+    )
+    prep.add_argument(
         "--min-question-chars", type=int, default=5, help="drop shorter questions (default 5)"
     )
     prep.add_argument(

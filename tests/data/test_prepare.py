@@ -165,3 +165,41 @@ def test_stats_with_a_local_tokenizer_counts_tokens(
     assert "not available offline" not in err
     # Answers are 5 and 8 tokens (one per word, no end token in this tokenizer): one is over 6.
     assert "answers longer than 6 tokens: 50.0%" in err
+
+
+def test_eval_only_puts_every_cleaned_row_in_test_and_eval_runs_on_it(
+    tiny_runs, tmp_path: Path, capsys
+) -> None:
+    """A benchmark brought as it is: cleaned and deduplicated like any source, every row in
+    test.jsonl, the manifest says so, and `medchat eval` needs no train rows."""
+    import json
+
+    from medchat.cli import main
+
+    source = tmp_path / "bench.jsonl"
+    rows = [
+        {"question": f"What is condition number {i}?", "answer": f"Condition {i} is a thing."}
+        for i in range(30)
+    ]
+    rows.append(dict(rows[0]))  # a duplicate: dropped as in any preparation
+    rows.append({"question": "?", "answer": "too short a question"})  # cleaned away
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = tmp_path / "data"
+    assert main(["data", "prepare", str(source), "--out", str(data), "--eval-only"]) == 0
+    assert "eval-only: every row is in test.jsonl" in capsys.readouterr().err
+    manifest = read_manifest(data)
+    assert manifest["options"]["eval_only"] is True
+    assert manifest["counts"]["splits"] == {"train": 0, "validation": 0, "test": 30}
+    assert len(load_split(data, "test")) == 30 and load_split(data, "train") == []
+
+    out = tmp_path / "eval"
+    argv = ["eval", "--data", str(data), "--model", f"full={tiny_runs['full']}", "--out", str(out)]
+    assert main([*argv, "--limit", "8", "--max-new-tokens", "4"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["n"] == 8
+
+
+def test_eval_only_ignores_the_split_fractions() -> None:
+    assert PrepareOptions(eval_only=True, val_frac=0.5, test_frac=0.5).eval_only
+    with pytest.raises(MedchatError, match="must leave rows for training"):
+        PrepareOptions(val_frac=0.5, test_frac=0.5)

@@ -50,6 +50,9 @@ class PrepareOptions:
     # 5 characters drops junk like "?" or "help" yet keeps the shortest real questions.
     min_question_chars: int = _opt(5, "Drop rows whose question is shorter than this.")
     min_answer_chars: int = _opt(2, "Drop rows whose answer is shorter than this.")
+    eval_only: bool = _opt(
+        False, "Every row goes to test (a benchmark evaluated as it is); no train or validation."
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -58,7 +61,7 @@ class PrepareOptions:
         for name in ("val_frac", "test_frac"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be in [0, 1)")
-        if self.val_frac + self.test_frac >= 1:
+        if self.val_frac + self.test_frac >= 1 and not self.eval_only:
             problems.append("--val-frac + --test-frac: must leave rows for training (sum < 1)")
         if self.min_question_chars < 0 or self.min_answer_chars < 0:
             problems.append("--min-question-chars/--min-answer-chars: must be >= 0")
@@ -81,7 +84,10 @@ def prepare(
     unique, duplicates = deduplicate(merged)
     if not unique:
         raise MedchatError(f"{source}: no usable question-answer rows after cleaning")
-    splits = split_records(unique, options.seed, options.val_frac, options.test_frac)
+    if options.eval_only:  # the whole (cleaned, deduplicated) benchmark is the test split
+        splits = {"train": [], "validation": [], "test": sorted(unique, key=lambda r: r["id"])}
+    else:
+        splits = split_records(unique, options.seed, options.val_frac, options.test_frac)
     manifest = _manifest(source, loaded, options, dropped, folded, duplicates, unique, splits)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         manifest["files"] = _write_splits(tmp, splits)
@@ -210,6 +216,7 @@ def prepare_command(args: argparse.Namespace) -> None:
         test_frac=args.test_frac,
         min_question_chars=args.min_question_chars,
         min_answer_chars=args.min_answer_chars,
+        eval_only=args.eval_only,
     )
     prepare(args.source, args.out, options, overwrite=args.overwrite)
     show_summary(args.out, args.tokenizer, args.max_target_length)

@@ -126,7 +126,9 @@ def print_summary(
         soft_wrap=True,
     )
     empty = [name for name, split_rows in splits.items() if not split_rows]
-    if empty:
+    if manifest.get("options", {}).get("eval_only"):
+        console.print("eval-only: every row is in test.jsonl, for `medchat eval` (no training)")
+    elif empty:
         console.print(f"[yellow]warning:[/] empty split(s): {', '.join(empty)}", markup=True)
 
 
