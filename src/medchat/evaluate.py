@@ -1037,14 +1037,10 @@ def safety_figures() -> dict[str, Any]:
     figures the screen file recorded when it was trained (re-measured by `medchat safety eval`)."""
     from medchat.safety import evaluate
     from medchat.safety.screen import load_screen
-    from medchat.safety.sets import BLIND_SETS, figures_from_counts
+    from medchat.safety.sets import figures_from_counts
 
     screen = load_screen()[0]
     figures = evaluate(screen, loco=False, corpus_cv=False)
-    blind = [figures["sets"][n] for n in BLIND_SETS if n in figures["sets"]]
-    figures["sets"]["blind pooled"] = figures_from_counts(
-        *(sum(s[k] for s in blind) for k in ("tp", "positives", "fp", "negatives"))
-    )
     trained = screen.meta.get("measured") if screen is not None else None
     if trained:
         figures["sets"]["corpus (5-fold CV)"] = figures_from_counts(**trained["corpus_cv"])

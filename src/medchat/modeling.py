@@ -189,11 +189,9 @@ def _hub_error(name: str, kind: str, e: Exception) -> MedchatError:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    check_spec(name, "tokenizer")
+    target = str(check_spec(name, "tokenizer"))  # "~/run" expanded; a hub id unchanged
     try:
-        return AutoTokenizer.from_pretrained(
-            str(Path(name).expanduser()) if name.startswith("~") else name
-        )
+        return AutoTokenizer.from_pretrained(target)
     except OSError as e:
         raise _hub_error(name, "tokenizer", e) from None
 
@@ -237,8 +235,7 @@ def load_pretrained(name: str, quant: QuantSettings | None = None, dtype: str = 
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     elif dtype == "bf16":
         kwargs["dtype"] = torch.bfloat16
-    check_spec(name)
-    target = str(Path(name).expanduser()) if name.startswith("~") else name
+    target = str(check_spec(name))  # "~/run" expanded; a hub id unchanged
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(target, **kwargs)
     except OSError as e:

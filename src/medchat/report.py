@@ -484,16 +484,11 @@ def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
         )
 
 
-def _rate_ci(r: Mapping[str, Any] | None) -> str:
-    if not r or r.get("value") is None:
-        return "-"
-    lo, hi = r["ci95"]
-    return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:
     """The safety screen's recall, false-positive rate and precision on its labelled sets."""
     t = safety["targets"]
+    from medchat.safety.sets import fmt_rate  # torch-free, as the report must be
+
     doc.h(2, "Safety layer")
     sets = safety.get("sets", {})
     rows = [
@@ -501,9 +496,9 @@ def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:
             SAFETY_SETS.get(name, name),
             str(x["n"]),
             f"{x['positives']}/{x['negatives']}",
-            _rate_ci(x["recall"]),
-            _rate_ci(x["false_positive_rate"]),
-            _rate_ci(x["precision"]),
+            fmt_rate(x["recall"], counts=False),
+            fmt_rate(x["false_positive_rate"], counts=False),
+            fmt_rate(x["precision"], counts=False),
         ]
         for name, x in sorted(
             sets.items(),

