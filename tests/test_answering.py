@@ -50,6 +50,22 @@ def lm(tiny_runs: dict[str, Path]):
 SHORT = {"max_new_tokens": 8}
 
 
+@pytest.fixture
+def model_inputs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every model input generate_batch is given during the test, in order."""
+    from medchat import generate
+
+    seen: list[str] = []
+    real = generate.generate_batch
+
+    def spy(lm_, prompts, settings, **kw):
+        seen.extend(prompts)
+        return real(lm_, prompts, settings, **kw)
+
+    monkeypatch.setattr(generate, "generate_batch", spy)
+    return seen
+
+
 def test_retrieve_quotes_a_knowledge_base_answer_and_cites_its_url(index, rows) -> None:
     from medchat.answering import answer_batch
 
@@ -57,7 +73,7 @@ def test_retrieve_quotes_a_knowledge_base_answer_and_cites_its_url(index, rows) 
     questions = [r["question"] for r in rows[::25]]
     answers = answer_batch(questions, "retrieve", index=index, k=3)
     for a in answers:
-        assert a.mode == "retrieve" and a.matched and a.model is None
+        assert a.mode == "retrieve" and a.grounded and a.model is None
         assert len(a.citations) == 1
         cited = by_id[a.citations[0].row_id]
         assert a.text == cited["answer"]  # quoted verbatim
@@ -73,18 +89,76 @@ def test_retrieve_declines_an_unrelated_question(index) -> None:
     from medchat.answering import NO_MATCH, answer
 
     a = answer("What's the best pizza topping in Naples?", "retrieve", index=index)
-    assert not a.matched and a.text == NO_MATCH and a.citations == []
-    # min_similarity=0 always quotes the best row (as an eval of the mode may want)
+    assert not a.grounded and a.text == NO_MATCH and a.citations == []
+    # min_relevance=0 turns the gate off: the best row is always quoted
     assert answer(
-        "What's the best pizza topping in Naples?", "retrieve", index=index, min_similarity=0
-    ).matched
+        "What's the best pizza topping in Naples?", "retrieve", index=index, min_relevance=0
+    ).grounded
+
+
+def test_the_gate_keeps_a_topics_own_rows_and_drops_other_topics(index) -> None:
+    row = index.rows[0]
+    q = f"What are the symptoms of {row['focus']} ?"
+    hits = index.search(q, 5)
+    kept = index.gate(hits)
+    assert kept and all(h.relevance >= index.min_relevance for h in kept)
+    assert row["focus"] in {h.row["focus"] for h in kept}
+    assert all(h.row["focus"] == row["focus"] or h.relevance < 1 for h in hits)
+    dropped = [h for h in hits if h not in kept]
+    assert all(h.relevance < index.min_relevance for h in dropped)
+    # Off topic, nothing passes; min_relevance=0 passes everything.
+    off = index.search("how do I change a flat tyre on my car", 3)
+    assert index.gate(off) == [] and index.gate(off, 0) == off
+
+
+def test_rag_without_a_relevant_passage_answers_alone_and_says_so(index, lm, model_inputs) -> None:
+    from medchat import answering
+    from medchat.generate import GenerationSettings
+    from medchat.prompts import format_prompt
+
+    seen = model_inputs
+    q = "how do I change a flat tyre on my car"
+    a = answering.answer(q, "rag", lm=lm, index=index, settings=GenerationSettings(**SHORT))
+    assert not a.grounded and a.citations == [] and a.context == []
+    assert seen == [format_prompt(q, lm.prompt_template)]  # no context given to the model
+    shown = a.display()
+    assert answering.NO_SOURCE in shown and "Sources:" not in shown
+    assert a.to_dict()["grounded"] is False
+    g = answering.ground(q, "rag", lm=lm, index=index, min_relevance=0)
+    assert g.grounded and len(g.citations) == 3  # the gate off: the same retrieval is cited
+
+
+def test_extract_cites_the_rows_its_sentences_came_from(index, rows) -> None:
+    import re
+
+    from medchat.answering import NO_MATCH, answer_batch
+
+    by_id = {r["id"]: r for r in rows}
+    questions = [f"What are the symptoms of {r['focus']} ?" for r in index.rows[::40]]
+    questions.append("how do I change a flat tyre on my car")
+    extracted = answer_batch(questions, "extract", index=index, k=3, max_words=60, progress=False)
+    quoted = answer_batch(questions, "retrieve", index=index, k=3, progress=False)
+    assert extracted[-1].text == NO_MATCH and not extracted[-1].grounded
+    for a, r in zip(extracted[:-1], quoted[:-1], strict=True):
+        assert a.mode == "extract" and a.grounded and a.model is None
+        pieces = re.findall(r"(.+?) \[(\d+)\](?: |$)", a.text)
+        assert pieces and " ".join(f"{t} [{n}]" for t, n in pieces) == a.text
+        assert len(a.text.split()) <= 60
+        used = sorted({int(n) for _, n in pieces})
+        assert used == list(range(1, len(a.citations) + 1))  # every citation is used
+        for text, n in pieces:  # each sentence is verbatim in the row its [n] cites
+            cited = by_id[a.citations[int(n) - 1].row_id]
+            assert text in " ".join(cited["answer"].split())
+        assert len(a.text.split()) < len(r.text.split()) or len(r.text.split()) <= 60
+    with pytest.raises(MedchatError, match="max_words"):
+        answer_batch(questions[:1], "extract", index=index, max_words=3, progress=False)
 
 
 def test_red_flag_answer_shows_the_urgent_message_first_and_disclaimer_last(index) -> None:
     from medchat.answering import answer
     from medchat.safety import DISCLAIMER
 
-    a = answer(RED_FLAG, "retrieve", index=index, min_similarity=0)
+    a = answer(RED_FLAG, "retrieve", index=index, min_relevance=0)
     assert a.safety.red_flag and a.safety.category == "heart_attack"
     shown = a.display(verdict=True)
     assert shown.startswith("EMERGENCY: " + a.safety.message)
@@ -98,21 +172,16 @@ def test_red_flag_answer_shows_the_urgent_message_first_and_disclaimer_last(inde
     assert d["safety"]["red_flag"] is True and d["citations"][0]["url"] == a.citations[0].url
 
 
-def test_rag_puts_the_retrieved_passages_into_the_model_input(index, lm, monkeypatch) -> None:
-    from medchat import answering, generate
+def test_rag_puts_the_retrieved_passages_into_the_model_input(index, lm, model_inputs) -> None:
+    from medchat import answering
     from medchat.generate import GenerationSettings
     from medchat.prompts import format_prompt
 
-    seen: list[str] = []
-    real = generate.generate_batch
-
-    def spy(lm_, prompts, settings, **kw):
-        seen.extend(prompts)
-        return real(lm_, prompts, settings, **kw)
-
-    monkeypatch.setattr(generate, "generate_batch", spy)
+    seen = model_inputs
     q = "What are the symptoms of " + index.rows[0]["focus"] + " ?"
-    a = answering.answer(q, "rag", lm=lm, index=index, settings=GenerationSettings(**SHORT), k=3)
+    a = answering.answer(
+        q, "rag", lm=lm, index=index, settings=GenerationSettings(**SHORT), k=3, min_relevance=0
+    )
     assert a.mode == "rag" and a.model == lm.name and isinstance(a.text, str)
     assert len(a.citations) == 3 and len(a.context) == 3
     assert len(seen) == 1
@@ -124,7 +193,7 @@ def test_rag_puts_the_retrieved_passages_into_the_model_input(index, lm, monkeyp
         assert passage in model_input and passage.startswith(cite.title + ": ")
     assert model_input.rstrip().endswith(q.strip())  # the question survives, last
     # ground() gives callers that stream (UI, API) the very same input and citations
-    g = answering.ground(q, "rag", lm=lm, index=index, k=3)
+    g = answering.ground(q, "rag", lm=lm, index=index, k=3, min_relevance=0)
     assert g.model_input(lm) == model_input and g.citations == a.citations
     plain = answering.ground(q, "generate", lm=lm)
     assert plain.model_input(lm) == format_prompt(q, lm.prompt_template) and plain.citations == []
@@ -207,7 +276,7 @@ def test_ask_retrieve_prints_answer_sources_verdict_and_disclaimer(index_dir, ro
     assert main(["ask", "--index", str(index_dir), RED_FLAG, "--json"]) == 0  # mode: retrieve
     d = json.loads(capsys.readouterr().out)
     assert d["mode"] == "retrieve" and d["safety"]["red_flag"] is True
-    assert set(d) >= {"question", "text", "citations", "safety", "latency_s", "matched"}
+    assert set(d) >= {"question", "text", "citations", "safety", "latency_s", "grounded"}
 
 
 def test_ask_generate_and_rag_with_the_micro_model(index_dir, tiny_runs, capsys) -> None:
@@ -218,6 +287,7 @@ def test_ask_generate_and_rag_with_the_micro_model(index_dir, tiny_runs, capsys)
     d = json.loads(capsys.readouterr().out)
     assert d["mode"] == "generate" and d["citations"] == [] and d["model"] == "full"
     argv = ["ask", spec, "What is glaucoma ?", "--index", str(index_dir), "--k", "2", "--json"]
+    argv += ["--min-relevance", "0"]  # the gate off: whatever is retrieved is given and cited
     assert main([*argv, "--max-new-tokens", "8"]) == 0  # both given: rag
     d = json.loads(capsys.readouterr().out)
     assert d["mode"] == "rag" and len(d["citations"]) == 2 and len(d["context"]) == 2

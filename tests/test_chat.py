@@ -98,9 +98,18 @@ def test_chat_with_an_index_answers_in_rag_mode_and_cites(
     backend = load_backend(str(tiny_runs["full"]), "torch")
     settings = GenerationSettings(max_new_tokens=6)
     out = io.StringIO()
-    run_chat(backend, settings, io.StringIO(QUESTION + "\n"), out, index=index, k=2)
+    question = f"What are the symptoms of {index.rows[0]['focus']} ?"  # a topic the index holds
+    run_chat(backend, settings, io.StringIO(question + "\n"), out, index=index, k=2)
     text = out.getvalue()
-    g = ground(QUESTION, "rag", backend, index, 2)
+    g = ground(question, "rag", backend, index, 2)
+    assert g.grounded
     expected = backend.generate([g.model_input(backend)], settings)[0].text
     assert f"medchat: {expected}\nSources:\n[1] {g.citations[0].title} - " in text
-    assert "rag over" in text.splitlines()[0] and text.count("\n[2] ") == 1
+    assert "rag over" in text.splitlines()[0]
+    assert text.count(" - https://") == len(g.citations)  # one line per cited passage
+    # A topic the index does not hold: no passage passes the gate, and chat says so.
+    out = io.StringIO()
+    off = "how do I change a flat tyre on my car"
+    run_chat(backend, settings, io.StringIO(off + "\n"), out, index=index, k=2)
+    assert "No source: nothing in the knowledge base matches" in out.getvalue()
+    assert "Sources:" not in out.getvalue()

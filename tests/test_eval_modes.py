@@ -56,8 +56,10 @@ def modes_eval(data, train_index, all_index, tiny_runs, tmp_path_factory) -> dic
         seen[label.split(" ")[0]] = list(questions)
         return real(lm, questions, settings, label, enabled)
 
-    extra = ("--mode", "generate,rag,retrieve", "--index", str(train_index), "--k", "2")
-    extra += ("--recall-index", str(all_index))
+    # Test topics are absent from a train index (splits keep a focus group together), so the gate
+    # would decline most questions: it is turned off here to test the modes' mechanics.
+    extra = ("--mode", "generate,rag,retrieve,extract", "--index", str(train_index), "--k", "2")
+    extra += ("--recall-index", str(all_index), "--min-relevance", "0")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ev, "answer_with_progress", spy)
         assert main(argv(data, tiny_runs["full"], root / "eval", root / "cache", *extra)) == 0
@@ -68,13 +70,16 @@ def modes_eval(data, train_index, all_index, tiny_runs, tmp_path_factory) -> dic
 
 def test_each_mode_is_a_system_scored_on_the_same_examples(modes_eval) -> None:
     m = modes_eval["metrics"]
-    assert m["modes"] == ["generate", "rag", "retrieve"]
+    assert m["modes"] == ["generate", "rag", "retrieve", "extract"]
     assert m["model_order"] == ["full", "full+rag"]
-    assert set(m["floors"]) == {"echo", "retrieve"}
+    assert set(m["floors"]) == {"echo", "retrieve", "extract"}
     assert m["models"]["full"]["answer_mode"] == "generate"
     assert m["models"]["full+rag"]["answer_mode"] == "rag"
     # rag vs generate is a paired comparison on the same examples.
-    assert [(c["a"], c["b"]) for c in m["comparisons"]] == [("full+rag", "full")]
+    # rag vs generate, and extract vs retrieve, are paired comparisons on the same examples.
+    pairs = [(c["a"], c["b"]) for c in m["comparisons"]]
+    assert pairs == [("full+rag", "full"), ("extract", "retrieve")]
+    assert m["retrieval"]["answer_rate"] == 1.0 and m["retrieval"]["min_relevance"] == 0
     for row in modes_eval["preds"]:
         assert set(row["answers"]) == {"full", "full+rag"}
         assert "retrieve" in row["floors"]
@@ -99,6 +104,49 @@ def test_rag_inputs_hold_train_passages_and_end_with_the_question(
         assert used and not any(f"{t}:" in prompt for t in test_focus - titles)
 
 
+def test_index_build_calibrates_the_gate_on_validation(train_index) -> None:
+    manifest = json.loads((train_index / "manifest.json").read_text())
+    gate = manifest["gate"]
+    cal = gate["calibration"]
+    assert cal["questions"] > 0 and cal["in_domain_kept"] >= cal["target_keep"]
+    assert 0.05 <= gate["min_relevance"] <= 1.0 and gate["dense_floor"] == 0.3
+    from medchat.retrieval import load_index
+
+    assert load_index(train_index).min_relevance == gate["min_relevance"]
+
+
+def test_gated_eval_answers_absent_topics_without_a_source(modes_eval, data, tiny_runs) -> None:
+    """With the index's gate on, test questions (topics absent from the train index) mostly get no
+    passage: rag's model input is then the plain question, retrieve and extract decline."""
+    from medchat.answering import NO_MATCH
+
+    root = modes_eval["root"]
+    extra = [x for x in modes_eval["extra"] if x not in ("--min-relevance", "0")]
+    seen: dict[str, list[str]] = {}
+    real = ev.answer_with_progress
+
+    def spy(lm, questions, settings, label, enabled):
+        seen[label.split(" ")[0]] = list(questions)
+        return real(lm, questions, settings, label, enabled)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "answer_with_progress", spy)
+        out = root / "gated"
+        assert main(argv(data, tiny_runs["full"], out, root / "cache", *extra)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    rate = m["retrieval"]["answer_rate"]
+    assert rate < 0.5 and m["retrieval"]["min_relevance"] == m["retrieval"]["gate"]["min_relevance"]
+    declined = [p["floors"]["retrieve"] == NO_MATCH for p in preds]
+    assert declined == [p["floors"]["extract"] == NO_MATCH for p in preds]
+    assert 1 - sum(declined) / len(declined) == pytest.approx(rate)
+    # The gate is part of rag's cache key, so rag answered afresh: its ungrounded inputs are the
+    # bare questions, the rest RAG prompts.
+    questions = {p["question"] for p in preds}
+    assert sum(x in questions for x in seen["full+rag"]) == sum(declined)
+    assert "full" not in seen  # generate answers came from the cache: the gate does not touch them
+
+
 def test_retrieve_quotes_train_answers_verbatim(modes_eval, train_index) -> None:
     from medchat.answering import NO_MATCH
     from medchat.fileio import read_jsonl
@@ -107,7 +155,7 @@ def test_retrieve_quotes_train_answers_verbatim(modes_eval, train_index) -> None
     quotes = [row["floors"]["retrieve"] for row in modes_eval["preds"]]
     assert all(q in kb or q == NO_MATCH for q in quotes)
     matched = sum(q in kb for q in quotes) / len(quotes)
-    assert matched == pytest.approx(modes_eval["metrics"]["retrieval"]["matched_rate"])
+    assert matched == pytest.approx(modes_eval["metrics"]["retrieval"]["answer_rate"])
     # A quoted answer of another document still overlaps its reference more than echo does.
     floors = modes_eval["metrics"]["floors"]
     assert floors["retrieve"]["rougeL"]["value"] > floors["echo"]["rougeL"]["value"]
@@ -144,6 +192,14 @@ def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
     assert "full+rag" in md and "retrieve (floor)" in md
     recall = modes_eval["metrics"]["retrieval"]["recall"]["known_item"]
     assert f"| known-item | 16 | {recall['recall@1']:.3f} |" in md
+    # the modes side by side: answer rate, length and metrics per system, then paired differences
+    assert "### Answer modes side by side" in md
+    m = modes_eval["metrics"]
+    words = m["floors"]["extract"]["answer_words"]
+    assert f"| extract | extract | 100.0% | {words['value']:.1f} [" in md
+    assert "| full | generate | - |" in md and "| full+rag | rag | 100.0% |" in md
+    diff = next(c for c in m["comparisons"] if c["a"] == "extract")["metrics"]["answer_words"]
+    assert f"extract - retrieve: Answer length (words) {diff['diff']:+.1f} [" in md
     assert "## Safety layer" in md
     blind = modes_eval["metrics"]["safety"]["sets"]["heldout_b"]
     lo, hi = blind["recall"]["ci95"]
@@ -193,8 +249,8 @@ def test_recall_index_must_hold_every_evaluated_document(
     [
         (("--mode", "rag"), "needs --index"),
         (("--mode", "retrieve"), "compares no model"),
-        (("--mode", "generate,recall"), "use generate, rag and/or retrieve"),
-        (("--index", "somewhere"), "only used by --mode rag and retrieve"),
+        (("--mode", "generate,recall"), "use generate, rag, retrieve and/or extract"),
+        (("--index", "somewhere"), "only used by --mode rag, retrieve and extract"),
         (("--mode", "rag", "--index", "no/such/dir"), "no such index folder"),
     ],
 )

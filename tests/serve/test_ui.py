@@ -215,6 +215,10 @@ def test_rag_mode_grounds_every_column_and_shows_the_sources(medquad_prepared, t
     plain = list(app.ask(row["question"], SHORT, [], "generate"))[-1]
     assert group.questions["a"] == row["question"]
     assert plain.citations == [] and plain.sources == ""
+    # rag on a topic the index does not hold: the models get the bare question, no sources
+    off = list(app.ask("how do I change a flat tyre on my car", SHORT, [], "rag"))[-1]
+    assert group.questions["a"] == "how do I change a flat tyre on my car"
+    assert off.citations == [] and "No source" in off.sources
     # rag without an index is explained, not crashed
     refused = list(ui.CompareApp(FakeGroup({"a": "x"})).ask("What is asthma?", SHORT, [], "rag"))
     assert "--index" in refused[-1].notice
@@ -511,13 +515,20 @@ def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared
             page.locator("#ask").click()
             expect(page.locator("#history")).to_contain_text("Sources:", timeout=60_000)
             expect(page.locator("#sources")).to_contain_text("Knowledge-base passages")
-            cited = index.search(row["question"], 2)
+            cited = index.gate(index.search(row["question"], 2))  # what passes the gate is shown
             for i in range(len(ui_group.columns)):
                 expect(page.locator(f"#stats-{i}")).to_contain_text(f"[1] {cited[0].title}")
             links = page.locator("#sources a")
-            expect(links).to_have_count(2)
+            expect(links).to_have_count(len(cited))
             assert links.first.get_attribute("href") == cited[0].row["url"]
             page.screenshot(path=str(base / "medchat_ui_rag.png"), full_page=True)
+            # a question the knowledge base knows nothing about: no passage, and the page says so
+            page.locator("#question textarea").fill("how do I change a flat tyre on my car")
+            page.locator("#ask").click()
+            expect(page.locator("#history")).to_contain_text("flat tyre", timeout=60_000)
+            expect(page.locator("#sources")).to_contain_text("No source: nothing in the knowledge")
+            expect(page.locator("#sources a")).to_have_count(0)
+            page.screenshot(path=str(base / "medchat_ui_rag_nosource.png"), full_page=True)
             # switching to generate: the models answer alone, no sources
             page.locator("#mode label", has_text="generate").click()
             page.locator("#question textarea").fill("What is asthma?")

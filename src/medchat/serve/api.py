@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medchat import safety
+from medchat.answering import NO_SOURCE
 from medchat.errors import MedchatError
 from medchat.generate import GenerationSettings
 from medchat.prompts import format_prompt
@@ -88,15 +89,16 @@ class ServeConfig:
     default_mode: str = _f(
         "generate",
         "Answer mode when a request does not say: generate (the model alone), rag (the model "
-        "given the top-k passages of the index) or retrieve (the best indexed answer, quoted). "
-        "rag and retrieve need an index.",
+        "given the top-k passages of the index), retrieve (the best indexed answer, quoted) or "
+        "extract (the index's sentences chosen for the question, each cited). rag, retrieve and "
+        "extract need an index.",
     )
     k: int = _f(3, "Passages per question in rag mode when a request does not say.")
 
     def __post_init__(self) -> None:
         problems = []
-        if self.default_mode not in ("generate", "rag", "retrieve"):
-            problems.append("default_mode must be generate, rag or retrieve")
+        if self.default_mode not in ("generate", "rag", "retrieve", "extract"):
+            problems.append("default_mode must be generate, rag, retrieve or extract")
         if self.k < 1:
             problems.append("k must be >= 1")
         for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_body_bytes"):
@@ -396,7 +398,7 @@ def _request_models():
         repetition_penalty: float = Field(1.0, gt=0, le=10)
         seed: int = Field(0, ge=0, le=MAX_SEED)
 
-    Mode = Literal["generate", "rag", "retrieve"]
+    Mode = Literal["generate", "rag", "retrieve", "extract"]
 
     class AnswerRequest(GenerationOptions):
         question: str = Field(..., min_length=1)
@@ -585,7 +587,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     def start_stream(g: Any, settings: GenerationSettings) -> tuple[Job | None, asyncio.Queue]:
         """A streamed answer's job and result queue; a retrieve answer needs no model, so its
         quote is queued whole at once."""
-        if g.mode != "retrieve":
+        if g.model_question is not None:
             return enqueue(g.model_question, settings, stream=True)
         results: asyncio.Queue = asyncio.Queue()
         for item in (("text", g.quote), ("done", _Quoted(g.quote))):
@@ -593,7 +595,12 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         return None, results
 
     def grounded_fields(g: Any) -> dict[str, Any]:
-        return {"mode": g.mode, "citations": [c.to_dict() for c in g.citations]}
+        return {
+            "mode": g.mode,
+            "grounded": g.grounded,
+            "citations": [c.to_dict() for c in g.citations],
+            **({"note": NO_SOURCE} if g.mode == "rag" and not g.grounded else {}),
+        }
 
     async def answer_one(question: str, settings: GenerationSettings, request: Request):
         """The answer to one non-streamed request. While it waits, it watches the client: if the
@@ -654,8 +661,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = await asyncio.to_thread(safety.check, question)
         g = await grounding(question, req.mode, req.k)
-        if g.mode == "retrieve":
-            text, tokens, model, backend = g.quote, 0, None, "retrieve"
+        if g.model_question is None:  # retrieve and extract: the knowledge base's own text
+            text, tokens, model, backend = g.quote, 0, None, g.mode
         else:
             gen = await answer_one(g.model_question, settings, request)
             text, tokens, model, backend = gen.text, gen.tokens, model_name(), batcher.backend.kind
@@ -678,7 +685,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         verdict = await asyncio.to_thread(safety.check, question)
         g = await grounding(question, req.mode, req.k)
         job, results = start_stream(g, settings)
-        model = None if g.mode == "retrieve" else model_name()
+        model = None if g.model_question is None else model_name()
 
         async def events() -> AsyncIterator[str]:
             yield sse({"model": model, **grounded_fields(g), "safety": verdict.to_dict()}, "meta")
@@ -733,11 +740,13 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if not req.stream:
-            if g.mode == "retrieve":
+            if g.model_question is None:
                 gen = _Quoted(g.quote)
             else:
                 gen = await answer_one(g.model_question, settings, request)
             text = f"{gen.text}\n\n{sources}" if sources else gen.text
+            if g.mode == "rag" and not g.grounded:
+                text = f"{NO_SOURCE}\n\n{text}"
             return {
                 "id": ident,
                 "object": "chat.completion",

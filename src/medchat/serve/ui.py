@@ -296,7 +296,10 @@ def citations_html(citations: Sequence[Any]) -> str:
 def sources_html(citations: Sequence[Any], k: int) -> str:
     """The panel above the columns: what every model was given to ground its answer."""
     if not citations:
-        return notice_html("rag: no knowledge-base passage found; the models answered alone.")
+        return notice_html(
+            "No source: nothing in the knowledge base matches this question, so the models "
+            "answered alone and cite nothing."
+        )
     rows = "".join(
         f'<li>{_source_link(i, c)} <span class="mc-sub">{html.escape(c.source or "")} · '
         f"matched “{html.escape(c.question)}”</span></li>"
@@ -448,7 +451,10 @@ class CompareApp:
         if mode != "rag" or self.index is None:
             raise MedchatError(f"answer mode {mode!r} needs the UI started with --index")
         # One search for every column; only the passage length depends on a column's tokenizer.
-        hits = self.index.search(question, self.k)
+        # Only passages past the relevance gate are given to the models or shown.
+        hits = self.index.gate(self.index.search(question, self.k))
+        if not hits:
+            return {c.name: question for c in self.group.columns}, []
         questions = {
             c.name: rag_prompt(question, hits, CONTEXT_WORDS, c.lm) for c in self.group.columns
         }
