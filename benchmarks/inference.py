@@ -2,6 +2,8 @@
 
 Same prompt, exactly 64 new tokens (min = max = 64), greedy, for every backend: latency p50/p95 at
 batch 1 and tokens/s at batch 16, with ratios against transformers fp32 (the `torch` backend).
+`auto` is `--backend auto` choosing afresh on this machine (its own timing of torch-int8 against a
+ct2 int8 export), then timed like the others: the row says which it chose.
 Random weights stand in for google/flan-t5-base (cost does not depend on weight values).
 
 With --agreement-run RUN (a tiny run dir, e.g. from `medchat train --config configs/tiny-full.yaml`)
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from _shared import BENCH_CACHE, base_shaped_model_dir, read_rows
 
-from medchat.backends import load_backend
+from medchat.backends import CHOICES_ENV, load_backend
 from medchat.export import export_ct2
 from medchat.generate import GenerationSettings
 from medchat.prompts import format_prompt
@@ -90,12 +92,17 @@ def speed(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     for kind in args.backends:
         spec = str(ct2_dir_for(model_dir, "int8")) if kind == "ct2" else str(model_dir)
+        if kind == "auto":  # choose afresh in this run: a choices file of its own
+            os.environ[CHOICES_ENV] = str(Path(tempfile.mkdtemp()) / "choices.json")
         backend = load_backend(spec, kind, threads=args.threads)
         prompt = format_prompt(QUESTION, backend.prompt_template)
         batch = [format_prompt(q, backend.prompt_template) for q in batch_questions]
         load_before = os.getloadavg()[0]
         results[kind] = time_backend(backend, prompt, batch, args.runs, args.batch_runs)
         results[kind]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        if kind == "auto":
+            results[kind]["chose"] = backend.kind
+            results[kind]["choice"] = backend.choice
         print(kind, json.dumps(results[kind]), flush=True)
         del backend
         gc.collect()
@@ -146,8 +153,9 @@ def table(results: dict, batch: int) -> str:
         s1 = ref["batch1_p50_s"] / r["batch1_p50_s"] if ref else float("nan")
         sc = ref["batch1_cpu_s"] / r["batch1_cpu_s"] if ref else float("nan")
         sb = r[key] / ref[key] if ref else float("nan")
+        label = f"auto={r['chose']}" if kind == "auto" else kind
         lines.append(
-            f"{kind:<12}{r['batch1_p50_s']:>9.3f}{r['batch1_p95_s']:>9.3f}{r['batch1_cpu_s']:>9.3f}"
+            f"{label:<12}{r['batch1_p50_s']:>9.3f}{r['batch1_p95_s']:>9.3f}{r['batch1_cpu_s']:>9.3f}"
             f"{r[key]:>12.1f}{s1:>11.2f}x{sc:>10.2f}x{sb:>11.2f}x"
         )
     return "\n".join(lines)
@@ -164,7 +172,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=7, help="batch-1 timed runs per backend")
     p.add_argument("--batch", type=int, default=16, help="batch size for throughput")
     p.add_argument("--batch-runs", type=int, default=2, help="timed batch runs per backend")
-    p.add_argument("--backends", default="torch,torch-int8,ct2", type=lambda s: s.split(","))
+    p.add_argument("--backends", default="torch,torch-int8,ct2,auto", type=lambda s: s.split(","))
     p.add_argument("--agreement-run", default=None, help="tiny run dir to measure answer agreement")
     p.add_argument("--agreement-n", type=int, default=64, help="questions for --agreement-run")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# `--backend auto` remembers its measured choice; tests never write the user's own file.
+os.environ.setdefault(
+    "MEDCHAT_BACKEND_CHOICES",
+    str(Path(tempfile.mkdtemp(prefix="medchat-tests-")) / "backend_choices.json"),
+)
 
 
 def has_module(name: str) -> bool:

@@ -197,3 +197,63 @@ def test_qlora_runs_are_not_requantised(tiny_runs):
         assert resolve_backend(str(tiny_runs["qlora"])) == "torch"
     with pytest.raises(MedchatError, match="4-bit"):
         load_backend(str(tiny_runs["qlora"]), "torch-int8")
+
+
+@requires("ctranslate2")
+def test_auto_times_int8_against_ct2_once_and_remembers_per_machine(
+    tiny_runs, tmp_path, monkeypatch
+):
+    """`--backend auto` on a CPU: the first load exports ct2 beside the run, times both backends
+    and keeps the faster; the next load reuses the export and the remembered choice."""
+    import shutil
+
+    from medchat import backends
+
+    if torch.cuda.is_available():
+        pytest.skip("auto measures only on a CPU")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["full"], run)
+    choices = tmp_path / "choices.json"
+    monkeypatch.setenv(backends.CHOICES_ENV, str(choices))
+    monkeypatch.setattr(backends, "AUTO_SECONDS", 0.2)
+
+    first = load_backend(str(run), "auto", threads=1)
+    record = first.choice
+    assert record["cached"] is False and set(record["batch1_seconds"]) == {"torch-int8", "ct2"}
+    faster = min(record["batch1_seconds"], key=record["batch1_seconds"].get)
+    assert first.kind == record["chosen"] == faster
+    assert backends.is_ct2_dir(run / "ct2-int8")  # exported once, beside the run
+    saved = json.loads(choices.read_text())
+    assert list(saved) == [record["key"]] and saved[record["key"]]["chosen"] == faster
+
+    # The next load measures nothing and serves what was chosen.
+    def no_timing(*a, **k):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(backends, "_median_latency", no_timing)
+    for chosen in ("ct2", "torch-int8"):
+        saved[record["key"]]["chosen"] = chosen
+        choices.write_text(json.dumps(saved))
+        again = load_backend(str(run), "auto", threads=1)
+        assert again.kind == chosen and again.choice["cached"] is True
+        prompt = format_prompt("What is glaucoma ?", again.prompt_template)
+        assert again.generate([prompt], GenerationSettings(max_new_tokens=4))[0].tokens > 0
+    # A named backend is never measured; measure=False keeps the old default.
+    assert load_backend(str(run), "torch-int8").choice is None
+    assert load_backend(str(run), "auto", measure=False).kind == "torch-int8"
+
+
+def test_auto_without_ctranslate2_serves_int8_and_says_why(tiny_runs, tmp_path, monkeypatch):
+    from medchat import backends
+
+    if torch.cuda.is_available():
+        pytest.skip("auto measures only on a CPU")
+
+    def missing():
+        raise MedchatError("ctranslate2 is not installed (pip install 'medchat[ct2]')")
+
+    monkeypatch.setenv(backends.CHOICES_ENV, str(tmp_path / "choices.json"))
+    monkeypatch.setattr(backends, "require_ctranslate2", missing)
+    b = load_backend(str(tiny_runs["full"]), "auto")
+    assert b.kind == "torch-int8" and "not installed" in b.choice["reason"]
+    assert not (tmp_path / "choices.json").exists()  # nothing measured, nothing remembered

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +25,25 @@ import torch
 from medchat.errors import MedchatError
 from medchat.generate import GenerationSettings, stopping_when
 from medchat.modeling import LoadedModel
-from medchat.prompts import DEFAULT_TEMPLATE
+from medchat.prompts import DEFAULT_TEMPLATE, format_prompt
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "torch-int8", "ct2")
-# Measured fastest on CPU at batch 1 (4.05x fp32) and batch 16, no export step (docs/serving.md).
+# What `--backend auto` serves on a CPU when it cannot measure (no ctranslate2, or the export
+# failed): no export step, and it was the faster one on the development machine (docs/serving.md).
 DEFAULT_CPU_BACKEND = "torch-int8"
+# `--backend auto` on a CPU times torch-int8 and ct2 int8 on this machine (which is faster depends
+# on the CPU: 4.05x vs 2.46x fp32 on one 2-core AMD box, 2.9x vs 3.6x on another) and remembers
+# the choice per machine and model shape here ($MEDCHAT_BACKEND_CHOICES overrides the path).
+CHOICES_ENV = "MEDCHAT_BACKEND_CHOICES"
+CHOICES_FILE = Path("~/.cache/medchat/backend_choices.json")
+# Each candidate decodes this many tokens per timed call, for about this many seconds.
+AUTO_TOKENS = 32
+AUTO_SECONDS = 3.0
+AUTO_PROMPT = (
+    "What are the symptoms of type 2 diabetes, how is it diagnosed, and which treatments help?"
+)
 
 # Source prompts are cut here, as in medchat.generate (T5 was trained on 512-token inputs).
 MAX_SOURCE_TOKENS = 512
@@ -66,6 +79,7 @@ class TorchBackend:
         self.lm = lm
         self.kind = kind
         self.name = lm.name
+        self.choice: dict[str, Any] | None = None  # what `--backend auto` measured, if it chose
         self.tokenizer = lm.tokenizer
         self.prompt_template = lm.prompt_template
 
@@ -227,6 +241,7 @@ class CT2Backend:
             )
         self.kind = "ct2"
         self.name = name or model_dir.name
+        self.choice: dict[str, Any] | None = None
         self.threads = threads or cpu_threads()
         # One translator replica (inter_threads=1) using every core for each step: at batch 1
         # the per-step matrix products are the work to split; ct2's own default would start 4
@@ -358,10 +373,15 @@ def load_backend(
     threads: int | None = None,
     compute_type: str = "int8",
     name: str | None = None,
+    measure: bool = True,
 ) -> TorchBackend | CT2Backend:
-    """Load SPEC (see `load_model_spec`; a CTranslate2 export folder for `ct2`) for serving."""
+    """Load SPEC (see `load_model_spec`; a CTranslate2 export folder for `ct2`) for serving.
+
+    `auto` on a CPU (not QLoRA) measures torch-int8 against a ct2 int8 export and serves the
+    faster (`choose_cpu_backend`); `measure=False` takes torch-int8 without measuring."""
     from medchat.modeling import load_model_spec
 
+    auto_cpu = kind == "auto" and resolve_backend(spec, kind) == DEFAULT_CPU_BACKEND
     kind = resolve_backend(spec, kind)
     if kind not in BACKENDS:
         raise MedchatError(f"unknown backend {kind!r}; choose one of auto, {', '.join(BACKENDS)}")
@@ -379,4 +399,147 @@ def load_backend(
     lm = load_model_spec(spec, name=name, device="cpu" if kind == "torch-int8" else None)
     if kind == "torch-int8":
         lm = quantize_int8(lm)
-    return TorchBackend(lm, kind)
+    backend = TorchBackend(lm, kind)
+    if auto_cpu and measure:
+        return choose_cpu_backend(spec, backend, threads=threads, name=name)
+    return backend
+
+
+# ----------------------------------------------------------------------------- auto, measured
+
+
+def choose_cpu_backend(
+    spec: str,
+    int8: TorchBackend,
+    *,
+    threads: int | None = None,
+    name: str | None = None,
+    seconds: float | None = None,
+) -> TorchBackend | CT2Backend:
+    """The faster of torch-int8 (`int8`, already loaded) and a ct2 int8 export of SPEC on this
+    CPU, timed at batch 1 on the first use and remembered per machine and model shape. The export
+    is made once, beside the run (`SPEC/ct2-int8`) or, for a hub id or a folder that cannot be
+    written, in the choices file's folder. The backend's `choice` says what was measured."""
+    key = _choice_key(int8)
+    choices = _read_choices()
+    known = choices.get(key)
+    export = _export_dir(spec)
+    if known and (known["chosen"] != "ct2" or is_ct2_dir(export)):
+        if known["chosen"] == "ct2":
+            backend: TorchBackend | CT2Backend = CT2Backend(
+                str(export), threads=threads, name=name or int8.name
+            )
+        else:
+            backend = int8
+        backend.choice = {**known, "cached": True}
+        log.info("backend auto: %s (measured earlier on this machine: %s)", known["chosen"], key)
+        return backend
+    try:
+        require_ctranslate2()
+        if not is_ct2_dir(export):
+            from medchat.export import export_ct2
+
+            log.info("backend auto: exporting %s to CTranslate2 int8 in %s (once)", spec, export)
+            export_ct2(spec, export, "int8")
+        ct2 = CT2Backend(str(export), threads=threads, name=name or int8.name)
+    except MedchatError as e:
+        int8.choice = {"chosen": int8.kind, "reason": f"ct2 not measured: {e}", "cached": False}
+        log.warning("backend auto: %s (ct2 not measured: %s)", int8.kind, e)
+        return int8
+    timings = {b.kind: _median_latency(b, seconds or AUTO_SECONDS) for b in (int8, ct2)}
+    chosen = min(timings, key=timings.get)
+    record = {
+        "chosen": chosen,
+        "batch1_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "new_tokens": AUTO_TOKENS,
+        "ct2_export": str(export),
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    choices[key] = record
+    _write_choices(choices)
+    log.info("backend auto: %s (batch-1 seconds per answer: %s)", chosen, record["batch1_seconds"])
+    backend = int8 if chosen == int8.kind else ct2
+    backend.choice = {**record, "key": key, "cached": False}
+    return backend
+
+
+def _median_latency(backend: TorchBackend | CT2Backend, seconds: float) -> float:
+    """Median seconds for one batch-1 answer of exactly AUTO_TOKENS tokens, over `seconds`."""
+    import statistics
+
+    prompt = format_prompt(AUTO_PROMPT, backend.prompt_template)
+    settings = GenerationSettings(max_new_tokens=AUTO_TOKENS)
+    backend.generate([prompt], settings, min_new_tokens=AUTO_TOKENS)  # warm-up
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < 3 or (time.perf_counter() < end and len(times) < 50):
+        start = time.perf_counter()
+        backend.generate([prompt], settings, min_new_tokens=AUTO_TOKENS)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _choice_key(backend: TorchBackend) -> str:
+    """This machine (CPU model, threads, library versions) and the model's shape."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    c = backend.lm.model.config
+    shape = "x".join(
+        str(getattr(c, a, "?")) for a in ("d_model", "num_layers", "num_decoder_layers", "d_ff")
+    )
+    try:
+        import ctranslate2
+
+        ct2 = ctranslate2.__version__
+    except ImportError:
+        ct2 = "none"
+    return (
+        f"{cpu} | {torch.get_num_threads()} threads | torch {torch.__version__} | ct2 {ct2} | "
+        f"{c.model_type} {shape} vocab {getattr(c, 'vocab_size', '?')}"
+    )
+
+
+def _choices_path() -> Path:
+    return Path(os.environ.get(CHOICES_ENV) or CHOICES_FILE).expanduser()
+
+
+def _read_choices() -> dict[str, Any]:
+    from medchat.fileio import read_json
+
+    path = _choices_path()
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        log.warning("%s: unreadable, measuring again", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_choices(choices: dict[str, Any]) -> None:
+    from medchat.fileio import write_json
+
+    path = _choices_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, choices)
+    except OSError as e:  # a read-only home must not stop the server
+        log.warning("could not remember the backend choice in %s: %s", path, e)
+
+
+def _export_dir(spec: str) -> Path:
+    """Where auto keeps SPEC's ct2 int8 export: beside a writable local run, else cached."""
+    import hashlib
+
+    local = Path(spec).expanduser()
+    if local.is_dir() and os.access(local, os.W_OK):
+        return local / "ct2-int8"
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return _choices_path().parent / "ct2-exports" / digest

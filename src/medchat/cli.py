@@ -490,8 +490,9 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "torch", "torch-int8", "ct2"],
         help=(
-            "auto (default): ct2 for a CTranslate2 folder, else torch-int8 on CPU (torch for "
-            "QLoRA or on a GPU); see docs/serving.md for the measured speeds"
+            "auto (default): ct2 for a CTranslate2 folder; torch for QLoRA or on a GPU; else, on a "
+            "CPU, the faster of torch-int8 and a ct2 int8 export, timed on this machine at first "
+            "use (a few seconds, remembered per machine and model shape; docs/serving.md)"
         ),
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")

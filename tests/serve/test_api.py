@@ -141,6 +141,7 @@ def test_health_and_ready(client):
         "ready": True,
         "model": "full",
         "backend": "torch",
+        "backend_choice": None,  # named on the command line, not chosen by measurement
         "default_mode": "generate",
         "index_rows": None,
         "safety_screen": "rules+minilm",

@@ -837,6 +837,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             "ready": True,
             "model": model_name(),
             "backend": batcher.backend.kind,
+            # how --backend auto chose it on this machine (None: named on the command line)
+            "backend_choice": getattr(batcher.backend, "choice", None),
             "default_mode": config.default_mode,
             "index_rows": len(index) if index is not None else None,
             "safety_screen": safety_screen_name(),
