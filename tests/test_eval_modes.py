@@ -147,6 +147,21 @@ def test_gated_eval_answers_absent_topics_without_a_source(modes_eval, data, tin
     assert "full" not in seen  # generate answers came from the cache: the gate does not touch them
 
 
+def test_leave_row_out_answers_from_the_topics_other_rows(data, all_index, tiny_runs, tmp_path):
+    """In domain: an index holding the evaluated documents is accepted with --leave-row-out, and
+    no question's own row (its reference) is ever quoted or extracted from."""
+    out = tmp_path / "lro"
+    extra = ("--mode", "generate,retrieve,extract", "--index", str(all_index), "--leave-row-out")
+    assert main(argv(data, tiny_runs["full"], out, tmp_path / "cache", *extra)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert m["retrieval"]["leave_row_out"] is True and m["retrieval"]["answer_rate"] > 0.5
+    # Without --leave-row-out the own row is retrieved and quoted for most questions (known item);
+    # with it, never.
+    assert all(p["floors"]["retrieve"] != p["reference"] for p in preds)
+    assert all(p["floors"]["extract"] != p["reference"] for p in preds)
+
+
 def test_retrieve_quotes_train_answers_verbatim(modes_eval, train_index) -> None:
     from medchat.answering import NO_MATCH
     from medchat.fileio import read_jsonl

@@ -374,6 +374,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
+        "--leave-row-out",
+        action="store_true",
+        help=(
+            "accept an --index that holds the evaluated documents and hide each question's own "
+            "row from its search (in-domain grounding: the topic is known through the document's "
+            "other rows); default: such an index is refused"
+        ),
+    )
+    p.add_argument(
         "--recall-index",
         default=None,
         help=(

@@ -314,9 +314,14 @@ def search_eval_index(
     method: str,
     progress: bool,
     min_relevance: float | None = None,
+    leave_row_out: bool = False,
 ) -> Retrieval:
     """Load the answering index, refuse one that holds the eval documents, search every question
-    and keep what passes the relevance gate (`min_relevance`: None = the index's, 0 = off)."""
+    and keep what passes the relevance gate (`min_relevance`: None = the index's, 0 = off).
+
+    `leave_row_out` accepts an index that holds the eval documents and hides each question's own
+    row (its reference answer) from its search: the in-domain protocol, where the topic is known
+    through the document's other rows."""
     from medchat.answering import CONTEXT_WORDS, MAX_WORDS
     from medchat.retrieval import doc_id_of, load_index
 
@@ -324,14 +329,18 @@ def search_eval_index(
         raise MedchatError(f"--k must be >= 1 (got {k})")
     index = load_index(index_dir)
     leaked = [r for r in rows if index.holds_doc(doc_id_of(r))]
-    if leaked:
+    if leaked and not leave_row_out:
         raise MedchatError(
             f"--index {index_dir}: holds the documents of {len(leaked)} of the {len(rows)} "
             f"{split} examples (e.g. {leaked[0]['id']}), so rag and retrieve would read the "
             f"reference answers. Build an index without the {split} split: "
-            "`medchat index build --data DIR --splits train --out INDEX_DIR`"
+            "`medchat index build --data DIR --splits train --out INDEX_DIR` (or pass "
+            "--leave-row-out to hide each question's own row instead)"
         )
-    found = index.search_batch([r["question"] for r in rows], k, method, progress=progress)
+    own_rows = [str(r["id"]) for r in rows] if leave_row_out else None
+    found = index.search_batch(
+        [r["question"] for r in rows], k, method, exclude_rows=own_rows, progress=progress
+    )
     hits = [index.gate(h, min_relevance) for h in found]
     m = index.manifest
     identity = {
@@ -350,6 +359,7 @@ def search_eval_index(
         "context_words": CONTEXT_WORDS,
         "max_words": MAX_WORDS,
         "min_relevance": index.min_relevance if min_relevance is None else min_relevance,
+        "leave_row_out": leave_row_out,
         "gate": m.get("gate"),
         # The share of questions with at least one passage past the gate: every grounded mode's
         # answer rate (the rest get no source).
@@ -405,7 +415,14 @@ def expand_modes(
             if mode == "rag":
                 out[name]["retrieval"] = {
                     k: retrieval.record[k]
-                    for k in ("index_sha256", "k", "method", "context_words", "min_relevance")
+                    for k in (
+                        "index_sha256",
+                        "k",
+                        "method",
+                        "context_words",
+                        "min_relevance",
+                        "leave_row_out",
+                    )
                 }
     clash = sorted({s.name for s in systems} & {ECHO, RETRIEVE, EXTRACT}) or sorted(
         {s.name for s in systems if [x.name for x in systems].count(s.name) > 1}
@@ -954,6 +971,7 @@ def evaluate(
     retriever: str = "hybrid",
     recall_index: str | Path | None = None,
     min_relevance: float | None = None,
+    leave_row_out: bool = False,
 ) -> Path | None:
     """Evaluate `models` on one split; write predictions.jsonl + metrics.json into `out`.
 
@@ -985,7 +1003,14 @@ def evaluate(
         settings, note = resolve_settings(generation or {}, first_tokenizer, references)
         retrieval = (
             search_eval_index(
-                index, rows, split, k, retriever, progress and ranks.rank == 0, min_relevance
+                index,
+                rows,
+                split,
+                k,
+                retriever,
+                progress and ranks.rank == 0,
+                min_relevance,
+                leave_row_out,
             )
             if index is not None
             else None
@@ -1187,7 +1212,7 @@ def eval_command(args: Any) -> None:
         semantic=not args.no_semantic, seed=args.seed, overwrite=args.overwrite,
         precision="int8" if args.cpu_int8 else "fp32", modes=args.mode, index=args.index,
         k=args.k, retriever=args.retriever, recall_index=args.recall_index,
-        min_relevance=args.min_relevance,
+        min_relevance=args.min_relevance, leave_row_out=args.leave_row_out,
     )  # fmt: skip
 
 
