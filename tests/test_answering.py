@@ -279,6 +279,20 @@ def test_ask_retrieve_prints_answer_sources_verdict_and_disclaimer(index_dir, ro
     assert set(d) >= {"question", "text", "citations", "safety", "latency_s", "grounded"}
 
 
+def test_ask_extract_needs_no_model_and_cites_each_sentence(index_dir, index, capsys) -> None:
+    from medchat.cli import main
+
+    q = f"What are the symptoms of {index.rows[0]['focus']} ?"
+    argv = ["ask", "--index", str(index_dir), "--mode", "extract", q, "--max-words", "40"]
+    assert main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["mode"] == "extract" and d["grounded"] and d["model"] is None
+    assert "[1]" in d["text"] and len(d["text"].split()) <= 40 and d["citations"]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "[1]" in shown and "Sources:\n[1] " in shown
+
+
 def test_ask_generate_and_rag_with_the_micro_model(index_dir, tiny_runs, capsys) -> None:
     from medchat.cli import main
 

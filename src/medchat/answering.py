@@ -463,7 +463,7 @@ def ask_command(args: Any) -> int:
         from medchat.retrieval import load_index
 
         index = load_index(args.index)
-    if mode != "retrieve":
+    if mode in ("generate", "rag"):  # retrieve and extract need no model
         from medchat.modeling import load_model_spec
 
         lm = load_model_spec(args.spec)
