@@ -160,6 +160,10 @@ def test_leave_row_out_answers_from_the_topics_other_rows(data, all_index, tiny_
     # with it, never.
     assert all(p["floors"]["retrieve"] != p["reference"] for p in preds)
     assert all(p["floors"]["extract"] != p["reference"] for p in preds)
+    from medchat.report import report
+
+    md = (report(out, tmp_path / "report") / "report.md").read_text()
+    assert "it holds the evaluated documents, and each question's own row was hidden" in md
 
 
 def test_retrieve_quotes_train_answers_verbatim(modes_eval, train_index) -> None:

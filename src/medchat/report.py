@@ -448,7 +448,12 @@ def add_retrieval(doc: Doc, metrics: Mapping[str, Any]) -> None:
             f"NAME given the top {r['k']} passages ({r['method']} retrieval, "
             f"{r['context_words']} words of context) from the index {r['index']} "
             f"({r['index_rows']} rows of the {', '.join(r.get('index_splits') or ['?'])} "
-            "split(s); it holds none of the evaluated documents). "
+            + (
+                "split(s); it holds the evaluated documents, and each question's own row was "
+                "hidden from its search: leave-row-out). "
+                if r.get("leave_row_out")
+                else "split(s); it holds none of the evaluated documents). "
+            )
             + (
                 f"Answer rate: {rate:.1%} of the questions had a passage past the relevance gate "
                 f"(min_relevance {r.get('min_relevance')}); rag answered the rest without context "
