@@ -90,8 +90,7 @@ class Answer:
         label = level_label(s)
         parts = [f"{label}: {s.message}" if label and s.message else s.message]
         parts += [n for n in s.notes if n != s.message]
-        if self.mode == "rag" and not self.grounded:
-            parts.append(NO_SOURCE)
+        parts.append(source_note(self.mode, self.grounded))
         parts.append(self.text.strip())
         parts.append(sources_text(self.citations))
         if verdict:
@@ -189,17 +188,14 @@ def ground_batch(
     out = []
     for q, hits in zip(questions, passing, strict=True):
         if mode == "retrieve":
-            text = hits[0].row["answer"] if hits else NO_MATCH
-            out.append(
-                Grounding(q, mode, None, [citation_of(h) for h in hits[:1]], [], text, bool(hits))
-            )
-        elif not hits:  # rag with nothing relevant: the model answers alone, citing nothing
-            out.append(Grounding(q, mode, q, [], []))
+            cited = [citation_of(h) for h in hits[:1]]
+            out.append(Grounding(q, mode, None, cited, [], quote_of(hits), bool(hits)))
         else:
             passages = rag_passages(q, hits, context_words, lm)
-            rag = format_rag_prompt(q, passages)
             cited = [citation_of(h) for h in hits]
-            out.append(Grounding(q, mode, rag, cited, passages, grounded=True))
+            out.append(
+                Grounding(q, mode, rag_input(q, passages), cited, passages, grounded=bool(hits))
+            )
     return out
 
 
@@ -274,6 +270,16 @@ def _generate(lm: Any, prompts: list[str], settings: Any, progress: bool) -> lis
     return generate_answers(lm, prompts, settings or GenerationSettings(), progress=progress)
 
 
+def quote_of(hits: Sequence[Any]) -> str:
+    """`retrieve`'s answer: the best gated row's answer verbatim, or the no-match message."""
+    return hits[0].row["answer"] if hits else NO_MATCH
+
+
+def source_note(mode: str, grounded: bool) -> str:
+    """NO_SOURCE for a rag answer that got no passage past the gate, else ''."""
+    return NO_SOURCE if mode == "rag" and not grounded else ""
+
+
 def citation_of(hit: Any) -> Citation:
     """The citation of one retrieved row."""
     r = hit.row
@@ -321,7 +327,7 @@ def extract_batch(
     rows = {h.row["id"]: h.row for hits in passing for h in hits}
     sents = {rid: sentences_of(r["answer"]) for rid, r in rows.items()}
     flat = [(rid, j, t) for rid, ss in sents.items() for j, t in enumerate(ss)]
-    vecs = index.embed_queries([q for q in questions] + [t for _, _, t in flat])
+    vecs = index.embed_queries([*questions, *(t for _, _, t in flat)])
     qvecs, svecs = vecs[: len(questions)], vecs[len(questions) :]
     where = {(rid, j): n for n, (rid, j, _) in enumerate(flat)}
     out = []
@@ -402,8 +408,15 @@ def rag_prompt(
     question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS, lm: Any = None
 ) -> str:
     """The RAG prompt for `question` and its retrieved `hits` (the run's template goes around it);
-    with `lm`, shrunk to fit that model's input (see `rag_passages`)."""
-    return format_rag_prompt(question, rag_passages(question, hits, context_words, lm))
+    with `lm`, shrunk to fit that model's input (see `rag_passages`). Without hits (nothing passed
+    the relevance gate), the bare question."""
+    return rag_input(question, rag_passages(question, hits, context_words, lm))
+
+
+def rag_input(question: str, passages: Sequence[str]) -> str:
+    """What rag gives the model in the question's place: the RAG prompt, or, with no passage,
+    the bare question (it answers alone rather than from an empty context)."""
+    return format_rag_prompt(question, passages) if passages else question
 
 
 def build_rag_examples(

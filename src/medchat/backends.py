@@ -381,8 +381,8 @@ def load_backend(
     faster (`choose_cpu_backend`); `measure=False` takes torch-int8 without measuring."""
     from medchat.modeling import load_model_spec
 
-    auto_cpu = kind == "auto" and resolve_backend(spec, kind) == DEFAULT_CPU_BACKEND
-    kind = resolve_backend(spec, kind)
+    requested, kind = kind, resolve_backend(spec, kind)
+    auto_cpu = requested == "auto" and kind == DEFAULT_CPU_BACKEND
     if kind not in BACKENDS:
         raise MedchatError(f"unknown backend {kind!r}; choose one of auto, {', '.join(BACKENDS)}")
     if threads:

@@ -52,13 +52,13 @@ def answer_streamed(
     the answer; when none passes, it answers alone and says it has no source."""
     verdict = safety.check(question)
     prompt, citations = format_prompt(question, backend.prompt_template), []
-    no_source = False
+    note = ""
     if index is not None:
-        from medchat.answering import ground
+        from medchat.answering import ground, source_note
 
         grounded = ground(question, "rag", backend, index, k)
         prompt, citations = grounded.model_input(backend), grounded.citations
-        no_source = not grounded.grounded
+        note = source_note("rag", grounded.grounded)
     if verdict.message:
         label = safety.level_label(verdict)
         out.write(f"\n!! {label + ': ' if label else ''}{verdict.message}\n")
@@ -66,10 +66,8 @@ def answer_streamed(
             if note != verdict.message:
                 out.write(f"!! {note}\n")
         out.write("\n")
-    if no_source:  # after any emergency message, before the answer
-        from medchat.answering import NO_SOURCE
-
-        out.write(f"({NO_SOURCE})\n")
+    if note:  # after any emergency message, before the answer
+        out.write(f"({note})\n")
     out.write("medchat: ")
     out.flush()
 

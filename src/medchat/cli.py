@@ -364,15 +364,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         choices=["hybrid", "dense", "bm25"],
         help="ranking for rag/retrieve and recall (default hybrid)",
     )
-    p.add_argument(
-        "--min-relevance",
-        type=float,
-        default=None,
-        help=(
-            "relevance gate for rag/retrieve/extract: passages below it are not used or cited "
-            "(default: the threshold calibrated into the index; 0 turns the gate off)"
-        ),
-    )
+    _add_min_relevance(p)
     p.add_argument(
         "--leave-row-out",
         action="store_true",
@@ -391,6 +383,18 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _add_min_relevance(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-relevance",
+        type=float,
+        default=None,
+        help=(
+            "relevance gate for rag/retrieve/extract: passages below it are not used or cited "
+            "(default: the threshold calibrated into the index; 0 turns the gate off)"
+        ),
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -794,12 +798,7 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-words", type=int, default=120, help="length bound of an extract answer (120)"
     )
-    p.add_argument(
-        "--min-relevance",
-        type=float,
-        default=None,
-        help="relevance gate (default: the index's calibrated threshold; 0 = off)",
-    )
+    _add_min_relevance(p)
     p.add_argument(
         "--retriever", choices=["hybrid", "dense", "bm25"], default="hybrid", help="(hybrid)"
     )

@@ -371,12 +371,12 @@ def search_eval_index(
 def kb_answers(retrieval: Retrieval, mode: str, questions: Sequence[str]) -> list[str]:
     """The no-model systems: `retrieve` quotes each question's best gated row, `extract` builds a
     short cited answer from the gated rows' sentences; the no-match message where none passed."""
-    from medchat.answering import MAX_WORDS, NO_MATCH, extract_batch
+    from medchat.answering import MAX_WORDS, extract_batch, quote_of
 
     if mode == EXTRACT:
         grounded = extract_batch(questions, retrieval.hits, retrieval.index, MAX_WORDS)
-        return [g.quote or NO_MATCH for g in grounded]
-    return [h[0].row["answer"] if h else NO_MATCH for h in retrieval.hits]
+        return [g.quote for g in grounded]
+    return [quote_of(h) for h in retrieval.hits]
 
 
 def rag_inputs(
@@ -392,9 +392,9 @@ def rag_inputs(
     shaper = SimpleNamespace(
         tokenizer=load_tokenizer(model["tokenizer"]), prompt_template=model["prompt_template"]
     )
-    # A question with no passage past the gate is answered without context (as `ask` does).
+    # A question with no passage past the gate gets the bare question (as `ask` does).
     return [
-        rag_prompt(q, hits, CONTEXT_WORDS, shaper) if hits else q
+        rag_prompt(q, hits, CONTEXT_WORDS, shaper)
         for q, hits in zip(questions, retrieval.hits, strict=True)
     ]
 

@@ -71,9 +71,10 @@ _GATE_WORDS = (
     "about any some much many more most also just very so than too from out up down over"
 )
 GATE_STOPWORDS = frozenset(_GATE_WORDS.split())
-# Question-type words (stemmed like the rest) name what is asked, not the topic: a row's own question is a topic only
-# through its other words ("How to prevent ?" is a real MedQuAD row with no focus, and must not
-# match every question about prevention). A focus made only of them keeps them ("Clinical Trials").
+# Question-type words (stemmed like the rest) name what is asked, not the topic: a row's own
+# question is a topic only through its other words ("How to prevent ?" is a real MedQuAD row with
+# no focus, and must not match every question about prevention). A focus made only of them keeps
+# them ("Clinical Trials").
 _TEMPLATE_WORDS = (
     "symptom symptoms sign signs treatment treatments treat treated cause causes caused causing "
     "prevent prevention risk risks outlook prognosis diagnose diagnosed diagnosis inherited "
@@ -454,22 +455,20 @@ class RetrievalIndex:
         n = len(queries)
         exclude_docs = list(exclude_docs) if exclude_docs is not None else [None] * n
         exclude_rows = list(exclude_rows) if exclude_rows is not None else [None] * n
-        qvecs = self.embed_queries(queries, progress) if method != "bm25" else None
+        # Embedded for every method: the relevance gate's dense floor needs them even for bm25.
+        qvecs = self.embed_queries(queries, progress)
         tokens = _bm25_tokenize(list(queries), self._stem, ids=False) if method != "dense" else None
         results = []
         for i in range(n):
             masked_rows = self._masked_rows(exclude_docs[i], exclude_rows[i])
-            dense = self._dense_ranking(qvecs[i], masked_rows) if qvecs is not None else []
+            dense = self._dense_ranking(qvecs[i], masked_rows) if method != "bm25" else []
             sparse = self._bm25_ranking(tokens[i], masked_rows) if tokens is not None else []
             hits = self._fuse(dense, sparse, k, method)
-            qvec = qvecs[i] if qvecs is not None else None
-            self._score_relevance(queries[i], qvec, hits)
+            self._score_relevance(queries[i], qvecs[i], hits)
             results.append(hits)
         return results
 
-    def _score_relevance(self, query: str, qvec: np.ndarray | None, hits: list[Hit]) -> None:
-        if qvec is None:  # bm25 alone: embed the query only now, for the gate's dense floor
-            qvec = self.embed_queries([query])[0]
+    def _score_relevance(self, query: str, qvec: np.ndarray, hits: list[Hit]) -> None:
         terms = self.terms(query)
         for h in hits:
             vecs = self._row_vecs[self._row_index[h.row["id"]]]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medchat import safety
-from medchat.answering import NO_SOURCE
+from medchat.answering import source_note
 from medchat.errors import MedchatError
 from medchat.generate import GenerationSettings
 from medchat.prompts import format_prompt
@@ -599,7 +599,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             "mode": g.mode,
             "grounded": g.grounded,
             "citations": [c.to_dict() for c in g.citations],
-            **({"note": NO_SOURCE} if g.mode == "rag" and not g.grounded else {}),
+            **({"note": note} if (note := source_note(g.mode, g.grounded)) else {}),
         }
 
     async def answer_one(question: str, settings: GenerationSettings, request: Request):
@@ -745,8 +745,8 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             else:
                 gen = await answer_one(g.model_question, settings, request)
             text = f"{gen.text}\n\n{sources}" if sources else gen.text
-            if g.mode == "rag" and not g.grounded:
-                text = f"{NO_SOURCE}\n\n{text}"
+            if note := source_note(g.mode, g.grounded):
+                text = f"{note}\n\n{text}"
             return {
                 "id": ident,
                 "object": "chat.completion",

@@ -451,10 +451,9 @@ class CompareApp:
         if mode != "rag" or self.index is None:
             raise MedchatError(f"answer mode {mode!r} needs the UI started with --index")
         # One search for every column; only the passage length depends on a column's tokenizer.
-        # Only passages past the relevance gate are given to the models or shown.
+        # Only passages past the relevance gate are given to the models or shown; with none,
+        # rag_prompt is the bare question.
         hits = self.index.gate(self.index.search(question, self.k))
-        if not hits:
-            return {c.name: question for c in self.group.columns}, []
         questions = {
             c.name: rag_prompt(question, hits, CONTEXT_WORDS, c.lm) for c in self.group.columns
         }
