@@ -2,8 +2,8 @@
 
     python benchmarks/safety_latency.py --threads 2
 
-Every question of the shipped sets (original + the five held-out sets, about 1,960) is
-screened one at a time with `medchat.safety.check` (rules + MiniLM + the network), on `--threads`
+Every question of the shipped sets (original + the seven held-out sets, about 2,630) is
+screened one at a time with `medchat.safety.check` (rules + MiniLM + the networks), on `--threads`
 CPU threads, after a warm-up; then all of them again in `check_many` batches of 64 (what
 `medchat safety check --file` does). The rules alone are timed beside it. Target (issue 12):
 p95 <= 20 ms per question on 2 cores. Results go to stdout and

@@ -3,9 +3,11 @@ and the exact figures measured on the shipped sets (docs/safety.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -285,7 +287,8 @@ def test_shipped_screen_is_small_and_trained_on_the_shipped_corpus() -> None:
     text = screen_mod.shipped_screen_text()
     screen = screen_mod.Screen.from_json(text)
     weights = sum(getattr(screen, n).size for n in screen.ARRAYS) * 2  # float16 bytes
-    assert weights < 80_000  # tens of KB
+    assert len(screen.w1) == screen_mod.TrainSettings().members == 5
+    assert weights < 320_000  # five networks of 58 KB; MiniLM itself is 90 MB
     corpus = (sets_mod._resource("corpus.jsonl")).encode()
     assert screen.meta["corpus_sha256"] == hashlib.sha256(corpus).hexdigest()
     assert screen.meta["corpus_rows"] == len(sets_mod.load_set(name="corpus")) >= 2500
@@ -295,20 +298,51 @@ def test_shipped_screen_is_small_and_trained_on_the_shipped_corpus() -> None:
     assert (cv["tp"], cv["positives"], cv["fp"], cv["negatives"]) == PINNED["corpus (5-fold CV)"]
     loco = screen.meta["measured"]["leave_one_category_out"]
     assert set(loco["per_category"]) == set(EMERGENCY_IDS)
-    assert loco["mean_recall"] == pytest.approx(0.682, abs=5e-4)
+    assert loco["mean_recall"] == pytest.approx(0.733, abs=5e-4)
 
 
 def test_training_is_reproducible_to_the_byte(tmp_path) -> None:
-    rows = sets_mod.load_set(name="corpus")[::12]  # every 12th row: the same code, in seconds
+    rows = sets_mod.load_set(name="corpus")[::24]  # every 24th row: the same code, in seconds
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    a = sets_mod.train_command(tmp_path / "a.json", corpus)
-    assert (
-        main(["safety", "train", "--corpus", str(corpus), "--out", str(tmp_path / "b.json")]) == 0
-    )
+    # Without leave-one-out: it is the same fit_networks path (the ensemble test checks it in
+    # workers), and with it the two runs take minutes.
+    a = sets_mod.train_command(tmp_path / "a.json", corpus, loco=False)
+    out = str(tmp_path / "b.json")
+    assert main(["safety", "train", "--corpus", str(corpus), "--out", out, "--no-loco"]) == 0
     assert a.read_bytes() == (tmp_path / "b.json").read_bytes()
     trained = screen_mod.Screen.from_json(a.read_text())
     assert trained.meta["corpus_rows"] == len(rows)
+    assert "leave_one_category_out" not in trained.meta["measured"]
+
+
+def test_the_ensemble_averages_its_members_and_fits_alike_in_workers(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    y_level = np.arange(60) % 3
+    y_cat = np.where(y_level == 2, 0, -1)
+    settings = screen_mod.TrainSettings(members=2, epochs=5)
+    monkeypatch.setenv("MEDCHAT_SAFETY_WORKERS", "1")
+    here = screen_mod.fit_networks(
+        [(x, y_level, y_cat), (x[:40], y_level[:40], y_cat[:40])], settings
+    )
+    monkeypatch.setenv("MEDCHAT_SAFETY_WORKERS", "2")
+    spawned = screen_mod.fit_networks([(x, y_level, y_cat)], settings)
+    for name in screen_mod.Screen.ARRAYS:  # the same bytes whichever process fitted them
+        assert np.array_equal(getattr(here[0], name), getattr(spawned[0], name)), name
+    net = here[0]
+    assert net.w1.shape == (2, 8, settings.hidden)
+    assert not np.array_equal(net.w1[0], net.w1[1])  # members differ by seed
+    emb, sig = x[:, :6], x[:, 6:]
+    level, _ = net.probs(emb, sig)
+    members = []
+    for k in range(2):
+        one = dataclasses.replace(
+            net, **{n: getattr(net, n)[k : k + 1] for n in screen_mod.Screen.ARRAYS[2:]}
+        )
+        members.append(one.probs(emb, sig)[0])
+    assert np.allclose(level, (members[0] + members[1]) / 2)
+    assert np.allclose(level.sum(axis=1), 1)
 
 
 def test_a_screen_for_another_taxonomy_is_refused() -> None:
@@ -325,15 +359,18 @@ def test_a_screen_for_another_taxonomy_is_refused() -> None:
 PINNED = {
     # set: (tp, positives, fp, negatives)
     "original/dev": (110, 111, 4, 101),
-    "original/heldout": (47, 47, 3, 43),
-    "original": (157, 158, 7, 144),
-    "heldout_a": (149, 152, 11, 179),
-    "heldout_b": (143, 152, 12, 185),
-    "heldout_c": (147, 152, 8, 179),
-    "heldout_d": (146, 152, 2, 179),
-    "heldout_e": (145, 152, 12, 180),
-    "blind pooled": (581, 608, 34, 723),
-    "corpus (5-fold CV)": (2758, 3064, 231, 2575),
+    "original/heldout": (47, 47, 2, 43),
+    "original": (157, 158, 6, 144),
+    "heldout_a": (150, 152, 9, 179),
+    "heldout_b": (148, 152, 9, 185),
+    "heldout_c": (147, 152, 7, 179),
+    "heldout_d": (147, 152, 2, 179),
+    "heldout_e": (148, 152, 11, 180),
+    "heldout_f": (149, 152, 5, 181),
+    "heldout_g": (150, 152, 3, 179),
+    "blind pooled": (889, 912, 37, 1083),
+    "fresh pooled": (299, 304, 8, 360),
+    "corpus (5-fold CV)": (4016, 4272, 330, 3855),
 }
 
 
@@ -357,6 +394,12 @@ def test_blind_held_out_sets_and_original_set_figures(report) -> None:
         assert s["positives"] == 152 and s["not_judged"] == 0
     original = report["sets"]["original"]
     assert original["recall"]["value"] >= safety.TARGETS["recall"]
+    # The sets written after the last change meet the issue's targets (the older ones: docs).
+    fresh = report["sets"]["fresh pooled"]
+    assert (
+        fresh["recall"]["value"] >= safety.TARGETS["recall"] and fresh["recall"]["ci95"][0] >= 0.93
+    )
+    assert fresh["false_positive_rate"]["value"] <= safety.TARGETS["false_positive_rate"]
 
 
 def test_wilson_interval() -> None:
@@ -375,17 +418,17 @@ def test_leave_one_category_out_retrains_without_the_category(report) -> None:
         emb,
         screen,
         screen_mod.TrainSettings(),
-        categories=["choking", "testicular_torsion"],
+        categories=["testicular_torsion"],  # one of 38: each is five networks on 8,000 rows
     )
     per = loco["per_category"]
-    assert set(per) == {"choking", "testicular_torsion"}
-    assert per["choking"]["n"] == sum(r.get("category") == "choking" for r in corpus)
-    assert (per["choking"]["k"], per["testicular_torsion"]["k"]) == PINNED_LOCO
+    assert set(per) == {"testicular_torsion"}
+    n = sum(r.get("category") == "testicular_torsion" for r in corpus)
+    assert (per["testicular_torsion"]["k"], per["testicular_torsion"]["n"]) == (PINNED_LOCO, n)
     recorded = screen.meta["measured"]["leave_one_category_out"]["per_category"]
-    assert recorded["choking"] == [per["choking"]["k"], per["choking"]["n"]]
+    assert recorded["testicular_torsion"] == [PINNED_LOCO, n]
 
 
-PINNED_LOCO = (75, 32)  # of 77 each (docs/safety.md)
+PINNED_LOCO = 52  # of 109 (docs/safety.md)
 
 
 # ----------------------------------------------------------------------------- sets and CLI
@@ -417,15 +460,19 @@ def test_sets_are_well_formed_and_do_not_overlap() -> None:
         ("heldout_b", "heldout_c"): 4,
         ("heldout_b", "heldout_d"): 1,
         ("heldout_b", "heldout_e"): 2,
+        ("heldout_b", "heldout_g"): 1,
         ("heldout_c", "heldout_d"): 2,
         ("heldout_c", "heldout_e"): 1,
+        ("heldout_c", "heldout_f"): 1,
         ("heldout_d", "heldout_e"): 1,
+        ("heldout_d", "heldout_f"): 2,
+        ("heldout_d", "heldout_g"): 1,
     }
     corpus = sets_mod.load_set(name="corpus")
     assert len(corpus) >= 2500
     for cat in EMERGENCY_IDS:
         assert sum(r.get("category") == cat for r in corpus) >= 40, cat
-    for name in ("heldout_a", "heldout_b", "heldout_c", "heldout_d", "heldout_e"):
+    for name in ("heldout_a", *sets_mod.BLIND_SETS):
         rows = sets_mod.load_set(name=name)
         assert {r["category"] for r in rows if r["red_flag"]} == set(EMERGENCY_IDS)
 

@@ -2,9 +2,10 @@
 
 Sets shipped in `resources/safety/` (docs/safety.md says who wrote each and when it was frozen):
 - `corpus.jsonl`: the training corpus (dev: measured by cross-validation only);
-- `heldout_a.jsonl` ... `heldout_e.jsonl`: written blind, from the taxonomy and the writing
+- `heldout_a.jsonl` ... `heldout_g.jsonl`: written blind, from the taxonomy and the writing
   instructions alone, by writers who never saw the rules, the screen or the corpus (A has
-  been read since, so it is development data; D and E were written after B and C were used);
+  been read since, so it is development data; D and E were written after B and C were used,
+  F and G after the screen was last changed on the others' figures: the fresh ones);
 - `original.jsonl`: the project's first hand-written set (302 questions, its own dev/heldout).
 
 Rows: `text`, `level` (emergency | urgent | none) and `category` (a taxonomy id), or the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,8 +36,10 @@ from medchat.safety.screen import (
     corpus_sha256,
     cross_val_probs,
     embed,
+    fit_networks,
     fit_rows,
     level_targets,
+    problem,
     resources,
     rule_signals,
 )
@@ -50,9 +54,13 @@ SHIPPED_SETS = {
     "heldout_c": "heldout_c.jsonl",
     "heldout_d": "heldout_d.jsonl",
     "heldout_e": "heldout_e.jsonl",
+    "heldout_f": "heldout_f.jsonl",
+    "heldout_g": "heldout_g.jsonl",
 }
 # never read by anyone who changed the screen (A was read, so it is development data)
-BLIND_SETS = ("heldout_b", "heldout_c", "heldout_d", "heldout_e")
+BLIND_SETS = ("heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f", "heldout_g")
+# written after the screen was last changed and frozen before its first measurement
+FRESH_SETS = ("heldout_f", "heldout_g")
 
 
 def _resource(name: str) -> str:
@@ -214,8 +222,10 @@ def train_screen(
     corpus_text: str,
     embeddings: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    loco: bool = True,
 ) -> Screen:
-    """Fit both heads on the corpus and calibrate the thresholds on out-of-fold scores."""
+    """Fit both heads on the corpus and calibrate the thresholds on out-of-fold scores; then
+    (unless `loco` is False) measure leave-one-category-out, which takes most of the time."""
     emb = _embed_rows(rows, progress) if embeddings is None else embeddings
     sig = _signals(rows)
     progress(f"cross-validating ({settings.folds} folds) to calibrate the thresholds")
@@ -227,20 +237,22 @@ def train_screen(
     # The screen file carries how well it generalises, measured here once, so the eval report
     # can show it without the minutes that leave-one-category-out takes.
     cv = score(rows, _verdicts_from_probs(rows, oof, screen, emb))
-    loco = leave_one_category_out(rows, emb, screen, settings, progress=progress)
+    measured: dict[str, Any] = {
+        "corpus_cv": {k: cv[k] for k in ("tp", "positives", "fp", "negatives")}
+    }
+    if loco:
+        figures = leave_one_category_out(rows, emb, screen, settings, progress=progress)
+        measured["leave_one_category_out"] = {
+            "mean_recall": figures["mean_recall"],
+            "min_recall": figures["min_recall"],
+            "per_category": {c: [r["k"], r["n"]] for c, r in figures["per_category"].items()},
+        }
     screen.meta = {
         "corpus_rows": len(rows),
         "corpus_sha256": corpus_sha256(corpus_text),
         "levels": dict(sorted(Counter(r["level"] for r in rows).items())),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
-        "measured": {
-            "corpus_cv": {k: cv[k] for k in ("tp", "positives", "fp", "negatives")},
-            "leave_one_category_out": {
-                "mean_recall": loco["mean_recall"],
-                "min_recall": loco["min_recall"],
-                "per_category": {c: [r["k"], r["n"]] for c, r in loco["per_category"].items()},
-            },
-        },
+        "measured": measured,
     }
     return screen
 
@@ -250,6 +262,7 @@ def train_command(
     corpus_path: str | Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
     settings: TrainSettings = TrainSettings(),  # noqa: B008 (frozen dataclass)
+    loco: bool = True,
 ) -> Path:
     """`medchat safety train`: fit on the corpus and write screen.json atomically."""
     from medchat.fileio import atomic_write_text
@@ -260,7 +273,7 @@ def train_command(
     else:
         rows = load_set(corpus_path)
         text = Path(corpus_path).read_text(encoding="utf-8")
-    screen = train_screen(rows, settings, text, progress=progress)
+    screen = train_screen(rows, settings, text, progress=progress, loco=loco)
     target = Path(out) if out else Path(str(resources() / SCREEN_FILE))
     if target.is_dir():
         target = target / SCREEN_FILE
@@ -290,16 +303,21 @@ def leave_one_category_out(
     of the 38 heads by cross-validation would cost 5x the time for thresholds that barely move.
     """
     per: dict[str, Any] = {}
-    for i, cat in enumerate(categories, 1):
-        progress(f"leave-one-category-out {i}/{len(categories)}: {cat}")
+    cats = [c for c in categories if any(r.get("category") == c for r in corpus)]
+    problems = []
+    for cat in cats:
         keep = [
             j for j, r in enumerate(corpus) if r.get("category") != cat and r.get("near") != cat
         ]
-        test = [j for j, r in enumerate(corpus) if r.get("category") == cat]
-        if not test:
-            continue
         train_rows = [corpus[j] for j in keep]
-        blind = fit_rows(emb[keep], _signals(train_rows, (cat,)), train_rows, settings)
+        problems.append(problem(emb[keep], _signals(train_rows, (cat,)), train_rows))
+    progress(
+        f"leave-one-category-out: {len(cats)} categories x {settings.members} networks "
+        f"(about {len(cats) * settings.members * 15 // 60 // max(1, min(os.cpu_count() or 1, 8))} min)"
+    )
+    blinds = fit_networks(problems, settings)
+    for cat, blind in zip(cats, blinds, strict=True):
+        test = [j for j, r in enumerate(corpus) if r.get("category") == cat]
         blind.emergency_threshold = screen.emergency_threshold
         blind.urgent_threshold = screen.urgent_threshold
         verdicts = judge([corpus[j]["text"] for j in test], blind, emb[test], exclude=(cat,))
@@ -361,11 +379,12 @@ def evaluate(
             report["sets"][key] = score(prow, verdicts)
             if part == "":
                 report["misses"][name] = misses(prow, verdicts)
-    blind = [report["sets"][n] for n in BLIND_SETS if n in report["sets"]]
-    if blind:  # the headline: every blind writer's questions together
-        report["sets"]["blind pooled"] = figures_from_counts(
-            *(sum(s[k] for s in blind) for k in ("tp", "positives", "fp", "negatives"))
-        )
+    for key, names in (("blind pooled", BLIND_SETS), ("fresh pooled", FRESH_SETS)):
+        parts = [report["sets"][n] for n in names if n in report["sets"]]
+        if parts:  # the headline: every blind writer's questions together
+            report["sets"][key] = figures_from_counts(
+                *(sum(s[k] for s in parts) for k in ("tp", "positives", "fp", "negatives"))
+            )
     if screen is not None and corpus_cv:
         corpus = sets["corpus"]
         cemb = emb(corpus)
