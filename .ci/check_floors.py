@@ -1,7 +1,8 @@
 """Check that every declared floor (`pkg>=X`) can be installed beside the pinned core.
 
 For each requirement with a floor X, find the lowest release >= X on the index and ask pip
-(``--dry-run``, metadata only, nothing installed) whether it resolves together with ``torch==2.13.0`` and ``transformers>=5,<6``. A floor
+(``--dry-run``, metadata only, nothing installed) whether it resolves together with
+``torch==2.13.0`` and ``transformers>=5,<6``. A floor
 that cannot resolve is a floor nobody can have: the APIs of the version pip really installs
 decide, so the floor must be raised to the first release that resolves. Exits 1 naming them.
 If the package index cannot be reached at all, it says so and exits 0: that is not a floor bug.

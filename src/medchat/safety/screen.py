@@ -2,8 +2,9 @@
 
 Trained by `medchat safety train` on the corpus written for the project
 (`resources/safety/corpus.jsonl`) and shipped as `resources/safety/screen.json` (about 290 KB of
-float16 weights, 58 KB per network). Its input is the MiniLM embedding of the message plus five signals from the
-rules (a rule fired, a general question, a past event, a negation, an animal). It is an ensemble
+float16 weights, 58 KB per network). Its input is the MiniLM embedding of the message plus five
+signals from the rules (a rule fired, a general question, a past event, a negation, an animal).
+It is an ensemble
 of five small networks, trained alike from five seeds, whose probabilities are averaged; in each,
 one hidden layer of 64 GELU units feeds two outputs:
 
@@ -303,11 +304,11 @@ def fit_networks(
     return screens
 
 
-def fit_network(
-    x: np.ndarray, y_level: np.ndarray, y_category: np.ndarray, settings: TrainSettings
-) -> Screen:
-    """Train the ensemble on one problem (see `fit_networks`)."""
-    return fit_networks([(x, y_level, y_category)], settings)[0]
+def workers(jobs: int) -> int:
+    """Worker processes for `jobs` fits: one per CPU, at most 8 ($MEDCHAT_SAFETY_WORKERS caps)."""
+    import os
+
+    return max(1, min(jobs, os.cpu_count() or 1, int(os.environ.get("MEDCHAT_SAFETY_WORKERS", 8))))
 
 
 def _map_jobs(fn: Any, jobs: Sequence[Any]) -> list[Any]:
@@ -317,15 +318,13 @@ def _map_jobs(fn: Any, jobs: Sequence[Any]) -> list[Any]:
     jobs run here or in workers; workers only make leave-one-category-out take half the time on
     2 cores. Spawned, not forked: the parent has already run MiniLM's OpenMP threads.
     """
-    import os
-
-    workers = min(len(jobs), os.cpu_count() or 1, int(os.environ.get("MEDCHAT_SAFETY_WORKERS", 8)))
-    if workers <= 1:
+    n = workers(len(jobs))
+    if n <= 1:
         return [fn(j) for j in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(fn, jobs))
 
 
@@ -386,7 +385,7 @@ def problem(
 def fit_rows(
     emb: np.ndarray, signals: np.ndarray, rows: Sequence[dict[str, Any]], settings: TrainSettings
 ) -> Screen:
-    return fit_network(*problem(emb, signals, rows), settings)
+    return fit_networks([problem(emb, signals, rows)], settings)[0]
 
 
 def cross_val_probs(
