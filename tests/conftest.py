@@ -133,6 +133,7 @@ MICRO = [
     "train.learning_rate=3e-3",
     "train.warmup_ratio=0.0",
     "train.early_stopping_patience=0",
+    "train.generation_eval_examples=8",  # generation metrics on, on a few answers
 ]
 
 

@@ -257,3 +257,84 @@ def test_auto_without_ctranslate2_serves_int8_and_says_why(tiny_runs, tmp_path, 
     b = load_backend(str(tiny_runs["full"]), "auto")
     assert b.kind == "torch-int8" and "not installed" in b.choice["reason"]
     assert not (tmp_path / "choices.json").exists()  # nothing measured, nothing remembered
+
+
+class OverlapProbe:
+    """A real tokenizer that notes when two threads are inside it at once (what makes a fast
+    tokenizer fail with "Already borrowed"); each call lingers so an unserialised overlap shows."""
+
+    def __init__(self, tokenizer) -> None:
+        import threading
+
+        self.tokenizer, self.inside, self.most = tokenizer, 0, 0
+        self.guard = threading.Lock()
+
+    def _enter(self, fn, *args, **kwargs):
+        import time
+
+        with self.guard:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            time.sleep(0.002)
+            return fn(*args, **kwargs)
+        finally:
+            with self.guard:
+                self.inside -= 1
+
+    def __call__(self, *args, **kwargs):
+        return self._enter(self.tokenizer, *args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self._enter(self.tokenizer.decode, *args, **kwargs)
+
+    def batch_decode(self, *args, **kwargs):
+        return self._enter(self.tokenizer.batch_decode, *args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_threads_sharing_a_served_model_take_turns_in_its_tokenizer(
+    tiny_runs, prompts, monkeypatch
+):
+    """The server's worker generates (and streams) while rag grounding measures prompts in other
+    threads; the loaded model's tokenizer lets one of them in at a time."""
+    import threading
+
+    from medchat import modeling
+
+    probes: list[OverlapProbe] = []
+    real = modeling.load_tokenizer
+
+    def probed(*args, **kwargs):
+        probes.append(OverlapProbe(real(*args, **kwargs)))
+        return probes[-1]
+
+    monkeypatch.setattr(modeling, "load_tokenizer", probed)
+    backend = load_backend(str(tiny_runs["full"]), "torch")
+    few = GenerationSettings(max_new_tokens=6)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                if i % 3 == 0:
+                    backend.generate(prompts[:4], few)
+                elif i % 3 == 1:
+                    backend.stream(prompts[i], few, lambda text: None)
+                else:  # what rag grounding does to fit passages into 512 tokens
+                    len(backend.lm.tokenizer(prompts[i])["input_ids"])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert probes and all(p.most == 1 for p in probes), [p.most for p in probes]

@@ -209,6 +209,104 @@ def test_run_dir_explains_itself(tiny_runs) -> None:
         assert summary["best_checkpoint"] == f"checkpoint-{min(evals)[1]}"
 
 
+# ----------------------------------------------------------------------------- generation metrics
+
+
+GEN_KEYS = ("eval_rougeL", "eval_semantic", "eval_answer_words", "eval_distinct2")
+
+
+@requires("rouge_score", "sentence_transformers", "tensorboard")
+def test_generation_metrics_join_every_evaluation(medquad_prepared, tmp_path) -> None:
+    """Each eval row carries ROUGE-L, similarity, length and distinct-2 of answers to a fixed
+    validation subset, and three samples; TensorBoard has the curves and the samples."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from medchat.data import load_split
+    from medchat.metrics import rouge_scores
+
+    run = train_micro(
+        medquad_prepared, tmp_path / "run", "full", "train.generation_eval_examples=3"
+    )
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [8, 16]
+    val = {r["question"]: r["answer"] for r in load_split(medquad_prepared, "validation")}
+    for r in evals:
+        assert all(isinstance(r[k], float) for k in GEN_KEYS), r
+        assert 0 <= r["eval_rougeL"] <= 100 and 0 <= r["eval_distinct2"] <= 1
+        # Three samples = the whole subset here, so the logged ROUGE-L is theirs, recomputed.
+        samples = r["samples"]
+        assert len(samples) == 3 and all(val[x["question"]] == x["reference"] for x in samples)
+        answers, refs = [x["answer"] for x in samples], [x["reference"] for x in samples]
+        assert r["eval_rougeL"] == pytest.approx(sum(rouge_scores(answers, refs)["rougeL"]) / 3)
+        words = sum(len(a.split()) for a in answers) / 3
+        assert r["eval_answer_words"] == pytest.approx(words)
+    # The same questions at every evaluation (a fixed, seeded subset).
+    assert [x["question"] for x in evals[0]["samples"]] == [
+        x["question"] for x in evals[1]["samples"]
+    ]
+    assert all("samples" not in r for r in rows if "eval_loss" not in r)
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/rougeL")] == [8, 16]
+    assert [e.step for e in acc.Scalars("eval/semantic")] == [8, 16]
+    text = acc.Tensors("eval/samples/text_summary")
+    assert [e.step for e in text] == [8, 16]
+    assert evals[1]["samples"][0]["question"] in text[1].tensor_proto.string_val[0].decode()
+
+    probe = json.loads((run / "train_summary.json").read_text())["generation_eval"]
+    assert probe["examples"] == 3 and probe["evaluations"] == 2
+    assert probe["settings"]["max_new_tokens"] <= 48  # capped at data.max_target_length
+    assert probe["settings"]["num_beams"] == 1 and not probe["settings"]["do_sample"]
+    assert 0 < probe["share_of_wall_time"] < 1
+
+
+def test_the_best_checkpoint_can_be_chosen_by_a_generation_metric(
+    medquad_prepared, tmp_path, monkeypatch
+) -> None:
+    """metric_for_best=rougeL keeps and restores the checkpoint with the highest eval ROUGE-L,
+    not the lowest eval loss."""
+    from medchat.train_probe import GenerationProbe
+
+    scripted = iter([1.0, 9.0, 2.0])  # evaluations at steps 8, 16, 24: the best is step 16
+
+    def measure(self, model, tokenizer):
+        self.evaluations += 1
+        return {"rougeL": next(scripted), "answer_words": 1.0, "distinct2": 0.5}
+
+    monkeypatch.setattr(GenerationProbe, "measure", measure)
+    run = train_micro(
+        medquad_prepared, tmp_path / "run", "full",
+        "train.max_steps=24", "train.metric_for_best=rougeL", "train.generation_eval_examples=4",
+    )  # fmt: skip
+    summary = json.loads((run / "train_summary.json").read_text())
+    losses = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r]
+    assert [r["eval_rougeL"] for r in losses] == [1.0, 9.0, 2.0]
+    assert min(losses, key=lambda r: r["eval_loss"])["step"] != 16  # loss alone would pick another
+    assert summary["best_checkpoint"] == "checkpoint-16"
+    assert summary["metric_for_best"] == "rougeL" and summary["best_metric"] == 9.0
+    # The final model is the step-16 checkpoint, restored.
+    from safetensors.torch import load_file
+
+    final = load_file(run / "model" / "model.safetensors")
+    best = load_file(run / "checkpoints" / "checkpoint-16" / "model.safetensors")
+    assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
+
+
+def test_metric_for_best_is_checked_with_the_rest_of_the_config() -> None:
+    with pytest.raises(MedchatError) as err:
+        load_config(
+            None, [*MICRO, "train.metric_for_best=bleu", "train.generation_eval_examples=-1"]
+        )
+    assert "metric_for_best: 'bleu' is not one of eval_loss, rougeL, semantic" in str(err.value)
+    assert "generation_eval_examples: must be >= 0" in str(err.value)
+    with pytest.raises(MedchatError, match="semantic needs generation metrics"):
+        load_config(
+            None, [*MICRO, "train.metric_for_best=semantic", "train.generation_eval_examples=0"]
+        )
+
+
 def test_labels_pad_with_minus_100_and_truncate_to_eos(medquad_prepared) -> None:
     from transformers import DataCollatorForSeq2Seq
 

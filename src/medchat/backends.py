@@ -24,7 +24,7 @@ import torch
 
 from medchat.errors import MedchatError
 from medchat.generate import GenerationSettings, stopping_when
-from medchat.modeling import LoadedModel
+from medchat.modeling import LoadedModel, serial_tokenizer
 from medchat.prompts import DEFAULT_TEMPLATE, format_prompt
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,8 @@ class CT2Backend:
             inter_threads=1,
             intra_threads=self.threads,
         )
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        # Shared by the server's threads like a torch model's (see SerialTokenizer).
+        self.tokenizer = serial_tokenizer(AutoTokenizer.from_pretrained(str(model_dir)))
         prompt_file = model_dir / "prompt.txt"
         self.prompt_template = (
             prompt_file.read_text(encoding="utf-8") if prompt_file.is_file() else DEFAULT_TEMPLATE

@@ -451,6 +451,83 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare, sweep
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="put training runs side by side: what differs, cost, validation curves",
+        description=(
+            "One md and html page across run folders: the method and the hyperparameters that "
+            "differ, cost (time, examples/s, peak memory, trainable parameters), best eval loss "
+            "and the validation generation metrics at each run's best checkpoint with their "
+            "curves on one plot, and with --eval the test metrics with intervals."
+        ),
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (at least two)")
+    p.add_argument("--out", required=True, help="folder to write (atomically)")
+    p.add_argument(
+        "--rank-by",
+        default="eval_loss",
+        choices=["eval_loss", "rougeL", "semantic"],
+        help="validation metric at the best checkpoint that orders the runs (default eval_loss)",
+    )
+    p.add_argument("--eval", default=None, metavar="EVAL_DIR", help="a `medchat eval` folder "
+                   "that evaluated these runs together: adds their test metrics")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from medchat.compare import compare
+
+    compare(args.runs, args.out, rank_by=args.rank_by, eval_dir=args.eval, overwrite=args.overwrite)
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of configs one after another, then compare them ranked",
+        description=(
+            "Every combination of the --grid values is trained through the same path as "
+            "`medchat train` into OUT/runs/NAME; OUT/compare ranks them. Rerunning the same "
+            "command skips finished runs and resumes an interrupted one."
+        ),
+    )
+    p.add_argument("--config", default=None, help="YAML preset (see configs/); defaults if omitted")
+    p.add_argument("--data", required=True, help="folder written by `medchat data prepare`")
+    p.add_argument("--out", required=True, help="sweep folder (reuse it to resume)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a config key and its values, e.g. train.learning_rate=1e-3,3e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--rank-by",
+        default=None,
+        choices=["eval_loss", "rougeL", "semantic"],
+        help="validation metric that ranks the runs (default: the config's train.metric_for_best)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from medchat.sweep import sweep
+
+    sweep(
+        args.config,
+        args.data,
+        args.out,
+        args.grid,
+        overrides=args.overrides,
+        rank_by=args.rank_by,
+    )
+    return 0
+
+
 # ----------------------------------------------------------------------------- ui
 
 
@@ -863,6 +940,8 @@ _VERBS = {
     "safety": (_add_safety, _run_safety),
     "eval": (_add_eval, _run_eval),
     "report": (_add_report, _run_report),
+    "compare": (_add_compare, _run_compare),
+    "sweep": (_add_sweep, _run_sweep),
     "ui": (_add_ui, _run_ui),
     "serve": (_add_serve, _run_serve),
     "chat": (_add_chat, _run_chat),

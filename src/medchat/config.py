@@ -110,9 +110,21 @@ class TrainSettings:
     max_grad_norm: float = _f(1.0, "Gradient clipping.")
     eval_strategy: str = _f("epoch", "When to compute validation loss: epoch | steps | no.")
     eval_steps: int = _f(200, "With eval_strategy=steps: every this many steps.")
-    save_total_limit: int = _f(2, "Checkpoints kept (the best by eval loss is always kept).")
+    save_total_limit: int = _f(2, "Checkpoints kept (the best by metric_for_best is always kept).")
     early_stopping_patience: int = _f(
-        2, "Stop after this many evaluations without a lower eval loss (0 = off)."
+        2, "Stop after this many evaluations without a better metric_for_best (0 = off)."
+    )
+    generation_eval_examples: int = _f(
+        64,
+        "At every evaluation, answer this many validation questions (a fixed subset drawn with "
+        "the seed, greedy, max_new_tokens as medchat eval) and log ROUGE-L, semantic similarity, "
+        "answer length, distinct-2 and three sample answers (0 = off).",
+    )
+    metric_for_best: str = _f(
+        "eval_loss",
+        "eval_loss | rougeL | semantic: the evaluation metric that picks the best checkpoint "
+        "(restored at the end) and drives early stopping; rougeL and semantic come from "
+        "generation_eval_examples.",
     )
     precision: str = _f(
         "auto",
@@ -173,6 +185,20 @@ class Config:
             p.append("train.save_total_limit: must be >= 1")
         if t.early_stopping_patience < 0:
             p.append("train.early_stopping_patience: must be >= 0")
+        if t.generation_eval_examples < 0:
+            p.append("train.generation_eval_examples: must be >= 0 (0 = off)")
+        if t.metric_for_best not in ("eval_loss", "rougeL", "semantic"):
+            p.append(
+                f"train.metric_for_best: {t.metric_for_best!r} is not one of eval_loss, rougeL, "
+                "semantic"
+            )
+        elif t.metric_for_best != "eval_loss" and (
+            t.generation_eval_examples == 0 or t.eval_strategy == "no"
+        ):
+            p.append(
+                f"train.metric_for_best: {t.metric_for_best} needs generation metrics: set "
+                "train.generation_eval_examples > 0 and train.eval_strategy to steps or epoch"
+            )
         if d.max_source_length <= 0 or d.max_target_length <= 0:
             p.append("data.max_source_length/max_target_length: must be > 0")
         if "{question}" not in d.prompt_template:

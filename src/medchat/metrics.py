@@ -241,14 +241,25 @@ def _embed(embedder: Embedder, texts: list[str], batch_size: int) -> np.ndarray:
     return vecs / np.where(norms == 0, 1.0, norms)
 
 
+def embed_texts(
+    texts: Sequence[str], *, embedder: Embedder | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Unit-length MiniLM embeddings, one row per text."""
+    return _embed(embedder if embedder is not None else load_embedder(), list(texts), batch_size)
+
+
 def semantic_similarity(
     predictions: Sequence[str],
     references: Sequence[str],
     *,
     embedder: Embedder | None = None,
     batch_size: int = 64,
+    reference_vectors: np.ndarray | None = None,
 ) -> list[float]:
     """Per-example cosine similarity of MiniLM embeddings, times 100 (so about -100 to 100).
+
+    `reference_vectors` (from `embed_texts(references)`) saves re-embedding references that
+    are scored again and again, as during training.
 
     An empty prediction scores 0: its embedding is not "no meaning" and can sit close to anything.
     """
@@ -257,7 +268,9 @@ def semantic_similarity(
         return []
     embedder = embedder if embedder is not None else load_embedder()
     pred_vecs = _embed(embedder, list(predictions), batch_size)
-    ref_vecs = _embed(embedder, list(references), batch_size)
+    if reference_vectors is None:
+        reference_vectors = _embed(embedder, list(references), batch_size)
+    ref_vecs = reference_vectors
     cosines = np.einsum("ij,ij->i", pred_vecs, ref_vecs)
     return [
         0.0 if not p.strip() else 100.0 * float(c)

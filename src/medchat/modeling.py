@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,9 +287,59 @@ def count_parameters(model) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- load a SPEC
 
 
+class SerialTokenizer:
+    """A tokenizer that one thread uses at a time.
+
+    Fast (Rust) tokenizers are not thread-safe: encoding with truncation or padding mutates the
+    tokenizer, and a second thread in it fails with "Already borrowed". Serving uses one
+    tokenizer from several threads (the model worker, rag grounding in `asyncio.to_thread`,
+    a streamer's decode, the UI's columns), so every method call holds one lock. Attributes
+    pass through; the calls are short (a prompt is at most 512 tokens), so the lock is cheap.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.__dict__["_tokenizer"] = tokenizer
+        self.__dict__["_lock"] = threading.RLock()
+
+    @property
+    def wrapped(self) -> Any:
+        """The tokenizer itself, for code that needs its type (e.g. Trainer's processing_class)."""
+        return self._tokenizer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._tokenizer)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._tokenizer, name)
+        if not callable(attr):
+            return attr
+        lock = self._lock
+
+        def serial(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return attr(*args, **kwargs)
+
+        return serial
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._tokenizer, name, value)
+
+
+def serial_tokenizer(tokenizer: Any) -> Any:
+    """`tokenizer` made safe to share between threads (idempotent)."""
+    return tokenizer if isinstance(tokenizer, SerialTokenizer) else SerialTokenizer(tokenizer)
+
+
 @dataclass
 class LoadedModel:
-    """A model ready to answer, with what it is and how it must be prompted."""
+    """A model ready to answer, with what it is and how it must be prompted.
+
+    Its tokenizer is a `SerialTokenizer`: serving shares one loaded model between threads.
+    """
 
     name: str
     model: Any
@@ -298,6 +349,9 @@ class LoadedModel:
     base: str  # the base weights it sits on (hub id or folder)
     prompt_template: str
     quantized: bool = False
+
+    def __post_init__(self) -> None:
+        self.tokenizer = serial_tokenizer(self.tokenizer)
 
     def fingerprint(self) -> str:
         """A short stable id of the weights (for caching predictions)."""

@@ -44,6 +44,7 @@ from medchat.runinfo import (
     library_versions,
     seed_everything,
 )
+from medchat.train_probe import BEST_METRICS, GenerationProbe, build_probe
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,30 @@ def _trainer_class():
         """Seq2SeqTrainer whose length grouping also counts the labels.
 
         The stock sampler groups by input length only; in Q&A the answers (labels) are the long
-        side, so grouping by inputs alone leaves most of the padding in place.
+        side, so grouping by inputs alone leaves most of the padding in place. With a
+        `probe`, every evaluation also generates answers and adds their metrics to the eval log.
         """
+
+        probe: GenerationProbe | None = None
+        _probe_scores: dict[str, float] | None = None
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **kw):
+            # Generate before Trainer starts its clock, so eval_runtime stays the loss pass's.
+            if self.probe is not None and metric_key_prefix == "eval" and eval_dataset is None:
+                # Each rank measures the same subset, so every rank agrees on the best checkpoint.
+                start = time.perf_counter()
+                model = self.accelerator.unwrap_model(self.model)
+                scores = self.probe.measure(model, self.processing_class)
+                scores["generation_s"] = round(time.perf_counter() - start, 3)
+                self._probe_scores = scores
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **kw)
+
+        def evaluation_loop(self, *args, **kwargs):
+            output = super().evaluation_loop(*args, **kwargs)
+            if self._probe_scores is not None:  # joins the eval log, so every callback sees it
+                output.metrics.update({f"eval_{k}": v for k, v in self._probe_scores.items()})
+                self._probe_scores = None
+            return output
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -123,11 +146,14 @@ def load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dict
 # ----------------------------------------------------------------------------- callbacks
 
 
-def _callbacks(run_dir: Path):
+def _callbacks(run_dir: Path, probe: GenerationProbe | None = None):
     from transformers import TrainerCallback
 
     class RunDirCallback(TrainerCallback):
-        """Mark checkpoints complete, log metrics as JSONL, and the kill-9 test hook."""
+        """Mark checkpoints complete, log metrics as JSONL (with the probe's sample answers on
+        eval rows, also as TensorBoard text), and the kill-9 test hook."""
+
+        writer: Any = None
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
@@ -137,9 +163,33 @@ def _callbacks(run_dir: Path):
 
         def on_log(self, args, state, control, logs=None, **kw):
             if state.is_world_process_zero and logs:
-                line = json.dumps({"step": state.global_step, "epoch": state.epoch, **logs})
+                row = {"step": state.global_step, "epoch": state.epoch, **logs}
+                if probe is not None and probe.samples and "eval_loss" in logs:
+                    # Strings stay out of `logs`: TensorBoard's callback takes them for scalars.
+                    row["samples"] = probe.samples
+                    if "tensorboard" in (args.report_to or []):
+                        self._text(state.global_step, probe.samples)
+                    probe.samples = None
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
+                    f.write(json.dumps(row) + "\n")
+
+        def _text(self, step: int, samples: list[dict[str, str]]) -> None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            if self.writer is None:
+                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            text = "\n\n".join(
+                f"**Q:** {x['question']}\n\n**reference:** {x['reference']}\n\n"
+                f"**answer:** {x['answer']}"
+                for x in samples
+            )
+            self.writer.add_text("eval/samples", text, step)
+            self.writer.flush()
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
 
         def on_step_end(self, args, state, control, **kw):
             fault = os.environ.get(FAULT_ENV)
@@ -164,10 +214,13 @@ class _ProgressLine:
         self.progress.start()
 
     def update(self, step: int, logs: dict | None = None) -> None:
-        for key in ("loss", "eval_loss"):
+        for key in ("loss", "eval_loss", "eval_rougeL", "eval_semantic"):
             if logs and isinstance(logs.get(key), int | float):
                 self.stats[key] = float(logs[key])
-        stats = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in self.stats.items())
+        stats = "  ".join(
+            f"{k.replace('_', ' ')} {v:.4f}" if "loss" in k else f"{k.replace('_', ' ')} {v:.1f}"
+            for k, v in self.stats.items()
+        )
         self.progress.update(self.task, completed=step, stats=stats)
 
     def stop(self) -> None:
@@ -353,8 +406,8 @@ def _training_args(cfg: Config, run_dir: Path, precision: str):
         save_steps=t.eval_steps,
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=evaluating,
-        metric_for_best_model="eval_loss" if evaluating else None,
-        greater_is_better=False if evaluating else None,
+        metric_for_best_model=BEST_METRICS[t.metric_for_best][0] if evaluating else None,
+        greater_is_better=BEST_METRICS[t.metric_for_best][1] if evaluating else None,
         bf16=precision == "bf16",
         logging_steps=t.logging_steps,
         logging_first_step=True,
@@ -442,7 +495,18 @@ def train(
         f"truncated at {cfg.data.max_target_length} tokens"
     )
 
-    callbacks = _callbacks(run_dir)
+    probe = None
+    if cfg.train.eval_strategy != "no":
+        probe = build_probe(
+            val_rows,
+            cfg.train.generation_eval_examples,
+            cfg.train.seed,
+            tokenizer,
+            cfg.data.prompt_template,
+            cfg.train.metric_for_best,
+            cfg.data.max_target_length,
+        )
+    callbacks = _callbacks(run_dir, probe)
     if cfg.train.eval_strategy != "no" and cfg.train.early_stopping_patience > 0:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience)
@@ -458,6 +522,7 @@ def train(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.probe = probe
     # Our progress line replaces Trainer's tqdm bars and its printed {'loss': ...} dicts (the
     # same figures are in metrics.jsonl and TensorBoard).
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -474,6 +539,11 @@ def train(
     if trainer.is_world_process_zero():
         _save_final(trainer, tokenizer, cfg, run_dir, base_path)
         summary = _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision)
+        if probe is not None:
+            summary["generation_eval"] = {
+                **probe.record(),
+                "share_of_wall_time": round(probe.seconds / wall, 4) if wall else None,
+            }
         write_json(run_dir / "train_summary.json", summary)
         trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
         write_model_card(run_dir)
@@ -573,7 +643,9 @@ def _summary(cfg, trainer, result, wall, train_ds, trainable, total, precision) 
         "trainable_pct": round(100 * trainable / total, 4),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
-        "best_eval_loss": state.best_metric,
+        "best_eval_loss": min(evals) if evals else None,
+        "metric_for_best": cfg.train.metric_for_best,
+        "best_metric": state.best_metric,
         "eval_losses": evals,
         "best_checkpoint": Path(state.best_model_checkpoint).name
         if state.best_model_checkpoint
