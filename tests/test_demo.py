@@ -9,6 +9,7 @@ import pytest
 
 from medchat import demo as demo_mod
 from medchat.cli import main
+from medchat.verdict import verdict
 
 
 def test_data_choice_order(tmp_path: Path, monkeypatch) -> None:
@@ -51,12 +52,16 @@ def test_quick_demo_runs_the_whole_path_offline(tmp_path: Path, monkeypatch, cap
     report = out / "report"
     assert (report / "report.html").stat().st_size > 1000
     assert (report / "report.md").is_file()
+    verdict_text = verdict(metrics)
     for run in (out / "runs").iterdir():
         card = (run / "MODEL_CARD.md").read_text()
-        # eval wrote each run's metrics vs the base into its model card
+        # eval wrote each run's metrics vs the base into its model card, the verdict first
         assert "| ROUGE-L F1 |" in card and "base `base`" in card
+        assert card.split("## Evaluation\n", 1)[1].startswith(verdict_text + "\n")
     captured = capsys.readouterr()
     err = captured.err
+    # the demo's last words are the verdict (rich wraps it to the terminal width)
+    assert " ".join(err.split()).endswith(" ".join(verdict_text.split()))
     assert "medchat ui --model base=" in err and "illustrative sample" in err
     # the console shows medchat's progress and results, not the libraries' chatter
     for noise in ("{'loss'", "Loading weights", "Writing model shards", "[transformers]", "it/s]"):

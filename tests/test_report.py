@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -78,6 +79,21 @@ def test_report_files_exist_and_pngs_open(built: dict) -> None:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] >= 800 and im.size[1] >= 300
     assert (out / "metrics.json").read_bytes() == (built["eval"] / "metrics.json").read_bytes()
+
+
+def test_the_verdict_is_the_first_paragraph(built: dict) -> None:
+    """Before any number or table, in words (semantic similarity is off here: ROUGE-L alone)."""
+    from medchat.verdict import verdict
+
+    text = verdict(built["metrics"])
+    assert text.startswith("Verdict: ") and "full: " in text and "lora: " in text
+    assert "Judged on ROUGE-L." in text  # eval ran with semantic=False
+    md = (built["out"] / "report.md").read_text()
+    first = next(b for b in md.split("\n\n") if b.strip() and not b.startswith("#"))
+    assert first.strip() == text
+    page = (built["out"] / "report.html").read_text()
+    assert page.index("<p>") < page.index("<table>")
+    assert re.search(r"<p>(.*?)</p>", page, flags=re.S).group(1) == html.escape(text)
 
 
 def test_headline_numbers_match_metrics_json(built: dict) -> None:

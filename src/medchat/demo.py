@@ -122,8 +122,10 @@ def demo(
     from medchat.config import load_config
     from medchat.data.prepare import PrepareOptions, prepare
     from medchat.evaluate import ModelSpec, evaluate
+    from medchat.fileio import read_json
     from medchat.report import report
     from medchat.train import train
+    from medchat.verdict import verdict
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -188,6 +190,8 @@ def demo(
         f"  medchat ui --model base={base_spec} {ui} --data {data_dir}",
         soft_wrap=True,  # keep the command on one line so it can be copied
     )
+    # Last, so the reader leaves with it; markup off: intervals are written in [brackets].
+    console.print("\n" + verdict(read_json(eval_dir / "metrics.json")), markup=False)
     return report_dir
 
 

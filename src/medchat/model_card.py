@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from medchat.fileio import atomic_write_text
+from medchat.verdict import verdict
 
 MEDQUAD_LICENCE = (
     'MedQuAD (Ben Abacha A., Demner-Fushman D. "A Question-Entailment Approach to Question '
@@ -60,6 +61,8 @@ def _metrics_section(metrics: dict[str, Any] | None, run_name: str | None) -> st
     labels = metrics.get("labels", {})
     data = metrics.get("data", {})
     lines = [
+        verdict(metrics),
+        "",
         f"`{data.get('split', 'test')}` split, {data.get('n', '?')} examples, one generation "
         f"setting for every model (`metrics.json` of the eval has them all):",
         "",

@@ -26,6 +26,7 @@ from medchat.fileio import (
     read_json,
     read_log_jsonl,
 )
+from medchat.verdict import verdict
 
 log = logging.getLogger(__name__)
 
@@ -719,6 +720,7 @@ def build_doc(
     doc, d, base = Doc(), metrics["data"], metrics["baseline"]
     ref_words = [len(r["reference"].split()) for r in predictions]
     doc.h(1, "medchat evaluation report")
+    doc.p(verdict(metrics))  # first, in words: the tables below cannot be misread as a win
     doc.p(
         f"{d['n']} examples of the {d['split']} split of {d['dir']} "
         f"(split sha256 {d['split_sha256'][:12]}…), {len(metrics['model_order'])} model(s) "
