@@ -995,6 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # through from_pretrained (HF_HUB_OFFLINE is left to the user).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = parse_args(argv)
     if not args.verbose:
         from medchat.console import quiet_libraries
@@ -1003,9 +1004,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _VERBS[args.verb][1](args)
     except MedchatError as e:
+        from rich.markup import escape
+
         from medchat.console import console
 
-        console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        # escape: "pip install 'medchat[track]'" is text, not a rich style tag.
+        console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
         return 2
     except OSError as e:
         # A full disk, a read-only folder, a permission: one line naming the path, no traceback.

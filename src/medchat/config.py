@@ -18,6 +18,8 @@ import yaml
 from medchat.errors import MedchatError
 from medchat.prompts import DEFAULT_TEMPLATE
 
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # train.report_to values
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with help text (mutable defaults go through default_factory)."""
@@ -134,6 +136,11 @@ class TrainSettings:
     logging_steps: int = _f(10, "Log loss every this many steps.")
     seed: int = _f(42, "One seed for python, numpy, torch and data order.")
     merge_adapter: bool = _f(False, "Also write merged/ (base + adapter as one plain model).")
+    report_to: list[str] = _f(
+        ["tensorboard"],
+        "Trackers: tensorboard, mlflow (a local store beside the run folder, or "
+        "MLFLOW_TRACKING_URI; extra `track`), wandb (needs wandb installed). [] = none.",
+    )
 
 
 @dataclass
@@ -181,6 +188,10 @@ class Config:
             p.append("train.num_epochs: must be > 0 when max_steps is not set")
         if not 0 <= t.warmup_ratio < 1:
             p.append(f"train.warmup_ratio: must be in [0, 1) (got {t.warmup_ratio})")
+        unknown = [r for r in t.report_to if r not in REPORT_TO]
+        if unknown:
+            bad = ", ".join(map(repr, unknown))
+            p.append(f"train.report_to: {bad} is not one of {', '.join(REPORT_TO)}")
         if t.save_total_limit < 1:
             p.append("train.save_total_limit: must be >= 1")
         if t.early_stopping_patience < 0:
@@ -294,6 +305,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
                 if isinstance(value, bool)
                 else ""
             )
+            if typing.get_origin(tp) is list and not isinstance(value, list):
+                hint = f" (write a list: [{value}])"
             problems.append(
                 f"{where}: {value!r} is not of type {getattr(tp, '__name__', tp)}{hint}"
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,23 @@ class _LibraryLog(logging.Handler):
 
 library_log = _LibraryLog()
 # Loggers whose records are for developers: each is written to library_log only, when quiet.
-_LIBRARY_LOGGERS = ("transformers", "bitsandbytes", "peft", "accelerate", "py.warnings")
+_LIBRARY_LOGGERS = (
+    "transformers",
+    "bitsandbytes",
+    "peft",
+    "accelerate",
+    "mlflow",
+    "alembic",
+    "py.warnings",
+)
 
 
 def quiet_libraries() -> None:
     """Keep transformers/bitsandbytes/peft records, Python warnings and hub progress bars off
     the terminal (idempotent)."""
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger
+    # mlflow would replace its loggers' handlers with its own stderr one on import.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     for name in _LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers = [library_log]

@@ -1071,6 +1071,9 @@ def evaluate(
         write_json(tmp / "metrics.json", result)
     print_tables(result)
     _update_model_cards(models, result)
+    from medchat.tracking import log_eval
+
+    log_eval([(m.name, Path(m.spec)) for m in models], result, out)
     _say(ranks, f"Evaluation written to {out}")
     return out
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medchat import modeling
+from medchat import modeling, tracking
 from medchat.config import Config, load_config, save_config
 from medchat.console import console, library_log
 from medchat.errors import MedchatError
@@ -411,7 +411,7 @@ def _training_args(cfg: Config, run_dir: Path, precision: str):
         bf16=precision == "bf16",
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to=["tensorboard"],
+        report_to=tracking.hf_report_to(t.report_to),  # mlflow goes through tracking.py
         seed=t.seed,
         data_seed=t.seed,
         # Batches of similar length waste little compute on padding.
@@ -450,6 +450,7 @@ def train(
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     if cfg.train.method == "qlora":
         modeling.require_bitsandbytes()
+    tracking.check_report_to(cfg.train.report_to)
     precision = modeling.resolve_precision(cfg.train.precision)
     manifest, train_rows, val_rows = load_prepared(data_dir)
     if cfg.data.max_train_examples:
@@ -507,6 +508,9 @@ def train(
             cfg.data.max_target_length,
         )
     callbacks = _callbacks(run_dir, probe)
+    mlflow_run = tracking.start(cfg, run_dir, resume=resume, main=args.process_index == 0)
+    if mlflow_run:
+        callbacks.append(mlflow_run.callback())
     if cfg.train.eval_strategy != "no" and cfg.train.early_stopping_patience > 0:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience)
@@ -547,6 +551,8 @@ def train(
         write_json(run_dir / "train_summary.json", summary)
         trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
         write_model_card(run_dir)
+        if mlflow_run:
+            mlflow_run.finish()
         _print_summary(run_dir, summary)
     return run_dir
 
