@@ -117,7 +117,8 @@ def test_sweep_trains_a_2x2_grid_skips_finished_runs_and_ranks(medquad_prepared,
     out = tmp_path / "sweep"
     args = ["sweep", "--data", str(medquad_prepared), "--out", str(out),
             "--grid", "train.learning_rate=3e-3,3e-4", "--grid", "train.batch_size=8,16",
-            *MICRO, "train.max_steps=8", "train.generation_eval_examples=4"]  # fmt: skip
+            *MICRO, "train.max_steps=8", "train.generation_eval_examples=4",
+            "train.generation_eval_semantic=false"]  # fmt: skip
     assert main(args) == 0
     names = sorted(p.name for p in (out / "runs").iterdir())
     assert names == sorted(
@@ -127,6 +128,9 @@ def test_sweep_trains_a_2x2_grid_skips_finished_runs_and_ranks(medquad_prepared,
         cfg = (out / "runs" / name / "config.yaml").read_text()
         lr, bs = name.removeprefix("learning_rate-").split("_batch_size-")
         assert f"learning_rate: {float(lr)}" in cfg and f"batch_size: {bs}" in cfg
+        # ROUGE-L at each evaluation, semantic similarity off as asked.
+        rows = eval_rows(out / "runs" / name)
+        assert all("eval_rougeL" in r and "eval_semantic" not in r for r in rows)
     record = json.loads((out / "compare" / "comparison.json").read_text())
     best = {n: min(r["eval_loss"] for r in eval_rows(out / "runs" / n)) for n in names}
     assert record["rank_by"] == "eval_loss" and record["order"] == sorted(best, key=best.get)

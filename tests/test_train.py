@@ -417,7 +417,7 @@ def test_qlora_lora_weights_keep_changing_after_evaluation(
             )
 
     original = train_mod._callbacks
-    monkeypatch.setattr(train_mod, "_callbacks", lambda run_dir: [*original(run_dir), Snapshot()])
+    monkeypatch.setattr(train_mod, "_callbacks", lambda *a: [*original(*a), Snapshot()])
     train_micro(
         medquad_prepared, tmp_path / "q", "qlora", "train.max_steps=12", "train.eval_steps=4"
     )

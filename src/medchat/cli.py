@@ -196,7 +196,7 @@ def _add_safety(sub: argparse._SubParsersAction) -> None:
         help="measure recall, false-positive rate and precision on the labelled safety sets",
         description=(
             "Score the screen on every shipped set (the original set's dev and heldout parts, the "
-            "seven held-out sets A-G, the training corpus by 5-fold cross-validation) with Wilson "
+            "nine held-out sets A-I, the training corpus by 5-fold cross-validation) with Wilson "
             "95% intervals and per-category recall, then leave-one-category-out: retrain without "
             "each emergency category and measure recall on it. Lists every miss, except on the blind sets."
         ),

@@ -153,7 +153,15 @@ def plot_curves(
                         color=_colour(name, order), label=name)  # fmt: skip
         ax.set_title(f"validation {CURVES[key][0]}", fontsize=9)
         ax.set_xlabel("step")
-    axes[0][-1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    # One legend for every run, even one that only logged eval loss (it has no line elsewhere).
+    handles = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    axes[0][-1].legend(
+        handles.values(), handles.keys(), fontsize=7, frameon=False, loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )  # fmt: skip
     _save(fig, path)
     return True
 
@@ -223,7 +231,7 @@ def build_doc(
         )
     )
     doc.p(
-        "Generation metrics come from `train.generation_eval_examples` validation questions "
+        "Generation metrics come from the train.generation_eval_examples validation questions "
         "answered at every evaluation (greedy); ROUGE-L and similarity are on 0-100."
     )
     if "curves.png" in figures:

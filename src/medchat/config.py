@@ -122,6 +122,11 @@ class TrainSettings:
         "the seed, greedy, max_new_tokens as medchat eval) and log ROUGE-L, semantic similarity, "
         "answer length, distinct-2 and three sample answers (0 = off).",
     )
+    generation_eval_semantic: bool = _f(
+        True,
+        "Include MiniLM semantic similarity in the generation metrics. On a small CPU it is most "
+        "of their cost (embedding the answers); medchat eval reports it either way.",
+    )
     metric_for_best: str = _f(
         "eval_loss",
         "eval_loss | rougeL | semantic: the evaluation metric that picks the best checkpoint "
@@ -203,6 +208,8 @@ class Config:
                 f"train.metric_for_best: {t.metric_for_best!r} is not one of eval_loss, rougeL, "
                 "semantic"
             )
+        elif t.metric_for_best == "semantic" and not t.generation_eval_semantic:
+            p.append("train.metric_for_best: semantic needs train.generation_eval_semantic=true")
         elif t.metric_for_best != "eval_loss" and (
             t.generation_eval_examples == 0 or t.eval_strategy == "no"
         ):

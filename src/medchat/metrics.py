@@ -81,7 +81,11 @@ def _rouge_scorer(rouge_types: tuple[str, ...], use_stemmer: bool) -> Any:
 
 
 def rouge_scores(
-    predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    use_stemmer: bool = True,
+    rouge_types: tuple[str, ...] = ROUGE_TYPES,
 ) -> dict[str, list[float]]:
     """Per-example ROUGE-1/2/L/Lsum F1 on 0-100 (Porter stemming on by default).
 
@@ -89,12 +93,12 @@ def rouge_scores(
     by it because rouge_score's tokenizer treats a line break as any other whitespace.
     """
     _check_pairs(predictions, references)
-    scorer = _rouge_scorer(ROUGE_TYPES, use_stemmer)
-    out: dict[str, list[float]] = {t: [] for t in ROUGE_TYPES}
+    scorer = _rouge_scorer(rouge_types, use_stemmer)
+    out: dict[str, list[float]] = {t: [] for t in rouge_types}
     for pred, ref in zip(predictions, references, strict=True):
         # rouge_score's argument order is (target, prediction).
         scores = scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))
-        for t in ROUGE_TYPES:
+        for t in rouge_types:
             out[t].append(100.0 * scores[t].fmeasure)
     return out
 

@@ -49,14 +49,16 @@ N_EXAMPLES = 10
 EXCERPT_CHARS = 600
 # How the report names the safety sets (docs/safety.md says who wrote each and when).
 SAFETY_SETS = {  # in the order the report shows them: the blind sets first
-    "fresh pooled": "**fresh blind F-G, pooled** (written after the last change)",
-    "blind pooled": "**blind held-out B-G, pooled** (B-E set the operating point)",
+    "fresh pooled": "**fresh blind F-I, pooled** (never used for any choice)",
+    "blind pooled": "**blind held-out B-I, pooled** (B-E set the operating point)",
     "heldout_b": "blind held-out B",
     "heldout_c": "blind held-out C",
     "heldout_d": "blind held-out D",
     "heldout_e": "blind held-out E",
     "heldout_f": "fresh blind held-out F",
     "heldout_g": "fresh blind held-out G",
+    "heldout_h": "fresh blind held-out H",
+    "heldout_i": "fresh blind held-out I",
     "heldout_a": "held-out A (read since: development)",
     "original": "original set, all",
     "original/dev": "original set, dev part (rules tuned on it)",

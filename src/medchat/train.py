@@ -506,6 +506,7 @@ def train(
             cfg.data.prompt_template,
             cfg.train.metric_for_best,
             cfg.data.max_target_length,
+            cfg.train.generation_eval_semantic,
         )
     callbacks = _callbacks(run_dir, probe)
     mlflow_run = tracking.start(cfg, run_dir, resume=resume, main=args.process_index == 0)

@@ -74,7 +74,9 @@ class GenerationProbe:
         finally:
             model.train(was_training)
         out = {
-            "rougeL": statistics.fmean(rouge_scores(answers, refs)["rougeL"]),
+            "rougeL": statistics.fmean(
+                rouge_scores(answers, refs, rouge_types=("rougeL",))["rougeL"]
+            ),
             "answer_words": statistics.fmean(word_counts(answers)),
             # distinct-2 of an answer under two words is undefined; those count as 0 (no variety).
             "distinct2": statistics.fmean(distinct_n(a, 2) or 0.0 for a in answers),
@@ -111,6 +113,7 @@ def build_probe(
     prompt_template: str,
     metric_for_best: str,
     max_target_length: int,
+    semantic: bool = True,
 ) -> GenerationProbe | None:
     """The probe for `n` validation rows drawn with `seed`, or None when it is off (n = 0, no
     validation rows, or the eval extra missing: then one line says so)."""
@@ -129,7 +132,7 @@ def build_probe(
             ", ".join(missing),
         )
         return None
-    if no_semantic:
+    if no_semantic and semantic:
         log.warning("semantic similarity during training is off: %s missing", ", ".join(missing))
     # A seeded draw, kept in validation order: the same questions at every evaluation and in
     # every run with the same seed and data, so runs compare on one subset.
@@ -138,5 +141,6 @@ def build_probe(
     # medchat eval's budget (p95 of the references' token lengths), capped at the length the
     # model is trained to write: targets are cut there, so it cannot learn to go longer.
     budget = min(max_new_tokens_for(tokenizer, [r["answer"] for r in rows]), max_target_length)
-    settings = GenerationSettings(max_new_tokens=budget)
-    return GenerationProbe(rows, settings, prompt_template, semantic=not no_semantic)
+    # One batch where it fits: fewer decoding steps, and greedy answers do not depend on it.
+    settings = GenerationSettings(max_new_tokens=budget, batch_size=min(len(rows), 64))
+    return GenerationProbe(rows, settings, prompt_template, semantic and not no_semantic)
