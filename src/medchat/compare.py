@@ -38,6 +38,7 @@ from medchat.report import (
     render_html,
     render_md,
 )
+from medchat.train_probe import BEST_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ CURVES = {
     "eval_answer_words": ("answer words", None),
     "eval_distinct2": ("distinct-2", True),
 }
-RANK_BY = {"eval_loss": "eval_loss", "rougeL": "eval_rougeL", "semantic": "eval_semantic"}
+RANK_BY = {name: key for name, (key, _) in BEST_METRICS.items()}  # as train.metric_for_best
 COST_HEADER = ["run", "method", "device", "precision", "wall s", "examples/s", "steps",
                "peak memory MiB", "trainable params", "trainable %", "final train loss",
                "best eval loss"]  # fmt: skip
