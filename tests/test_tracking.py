@@ -57,7 +57,7 @@ def test_unknown_report_to_names_the_allowed_values() -> None:
 
 def test_missing_tracker_is_a_one_line_error(monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "_missing", lambda *modules: list(modules))
+    monkeypatch.setattr(tracking, "missing_modules", lambda *modules: list(modules))
     with pytest.raises(MedchatError, match=r"medchat\[track\]") as e:
         tracking.check_report_to(["tensorboard", "mlflow"])
     assert "\n" not in str(e.value)
@@ -71,7 +71,7 @@ def test_eval_without_mlflow_says_why_in_one_line(tmp_path, monkeypatch, capsys)
     run.mkdir()
     (run / tracking.RECORD).write_text(json.dumps({"tracking_uri": "x", "run_id": "abc"}))
     result = {"data": {"split": "test"}, "metrics": {"ft": {"rougeL": {"value": 0.2}}}}
-    monkeypatch.setattr(tracking, "_missing", lambda *modules: list(modules))
+    monkeypatch.setattr(tracking, "missing_modules", lambda *modules: list(modules))
     tracking.log_eval([("ft", run)], result, tmp_path / "eval")
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1

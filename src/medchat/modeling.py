@@ -301,11 +301,6 @@ class SerialTokenizer:
         self.__dict__["_tokenizer"] = tokenizer
         self.__dict__["_lock"] = threading.RLock()
 
-    @property
-    def wrapped(self) -> Any:
-        """The tokenizer itself, for code that needs its type (e.g. Trainer's processing_class)."""
-        return self._tokenizer
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return self._tokenizer(*args, **kwargs)

@@ -17,6 +17,13 @@ _PACKAGES = (
 )  # fmt: skip
 
 
+def missing_modules(*names: str) -> list[str]:
+    """The optional modules among `names` that are not installed (without importing any)."""
+    import importlib.util
+
+    return [m for m in names if importlib.util.find_spec(m) is None]
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:

