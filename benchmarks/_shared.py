@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from medchat import modeling
+from medchat.models import modeling
 from medchat.prompts import format_prompt
 
 BENCH_CACHE = Path(__file__).resolve().parents[1] / ".dev" / "bench"

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from _shared import base_shaped_model_dir, read_rows
 
-from medchat.evaluate import quantize_int8, select_examples
-from medchat.generate import GenerationSettings, generate_answers
-from medchat.modeling import load_model_spec
+from medchat.eval.evaluate import quantize_int8, select_examples
+from medchat.infer.generate import GenerationSettings, generate_answers
+from medchat.models.modeling import load_model_spec
 from medchat.prompts import format_prompt
 
 NEW_TOKENS = 64

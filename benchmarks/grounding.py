@@ -38,11 +38,11 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from medchat.answering import answer_batch
     from medchat.data import load_split
-    from medchat.metrics import load_embedder, rouge_scores, semantic_similarity
-    from medchat.retrieval import calibrate_gate, doc_id_of, load_index
-    from medchat.significance import paired_test
+    from medchat.eval.metrics import load_embedder, rouge_scores, semantic_similarity
+    from medchat.eval.significance import paired_test
+    from medchat.ground.answering import answer_batch
+    from medchat.ground.retrieval import calibrate_gate, doc_id_of, load_index
 
     train, everything = load_index(args.train_index), load_index(args.all_index)
     gate = calibrate_gate(train, load_split(args.data, "validation"))

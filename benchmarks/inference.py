@@ -29,9 +29,9 @@ from pathlib import Path
 
 from _shared import BENCH_CACHE, base_shaped_model_dir, read_rows
 
-from medchat.backends import CHOICES_ENV, load_backend
-from medchat.export import export_ct2
-from medchat.generate import GenerationSettings
+from medchat.infer.backends import CHOICES_ENV, load_backend
+from medchat.infer.export import export_ct2
+from medchat.infer.generate import GenerationSettings
 from medchat.prompts import format_prompt
 
 QUESTION = (

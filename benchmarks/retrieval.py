@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from _shared import read_rows
 
-from medchat import retrieval as R
+from medchat.ground import retrieval as R
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN_ROWS_FULL = None  # filled from the data: rows in the train split, for extrapolation

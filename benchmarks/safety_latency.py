@@ -3,7 +3,7 @@
     python benchmarks/safety_latency.py --threads 2
 
 Every question of the shipped sets (original + the seven held-out sets, about 2,630) is
-screened one at a time with `medchat.safety.check` (rules + MiniLM + the networks), on `--threads`
+screened one at a time with `medchat.ground.safety.check` (rules + MiniLM + the networks), on `--threads`
 CPU threads, after a warm-up; then all of them again in `check_many` batches of 64 (what
 `medchat safety check --file` does). The rules alone are timed beside it. Target (issue 12):
 p95 <= 20 ms per question on 2 cores. Results go to stdout and
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch
 
-from medchat import safety
-from medchat.safety import sets
-from medchat.safety.rules import rule_check
-from medchat.safety.screen import load_screen
+from medchat.ground import safety
+from medchat.ground.safety import sets
+from medchat.ground.safety.rules import rule_check
+from medchat.ground.safety.screen import load_screen
 
 
 def pct(values: list[float], q: float) -> float:

@@ -1,6 +1,6 @@
 """Full vs LoRA vs QLoRA on a CUDA GPU: examples/s and peak memory, flan-t5-base-shaped model.
 
-Runs medchat's real training path (`medchat.train.train`) for a fixed number of steps per method,
+Runs medchat's real training path (`medchat.train.train.train()`) for a fixed number of steps per method,
 bf16 where supported, on the same prepared MedQuAD data, and prints one table with ratios.
 
     python benchmarks/train_gpu.py --data runs/data/medquad --steps 60
@@ -18,7 +18,7 @@ import torch
 from _shared import BENCH_CACHE, base_shaped_model_dir
 
 from medchat.config import load_config
-from medchat.train import train
+from medchat.train.train import train
 
 
 def run_method(method: str, base: Path, data: Path, steps: int, batch: int, work: Path) -> dict:

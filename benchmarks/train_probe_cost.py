@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from medchat.config import load_config
 from medchat.console import quiet_libraries
-from medchat.train import train
+from medchat.train.train import train
 
 VARIANTS = {
     "off": ["train.generation_eval_examples=0"],

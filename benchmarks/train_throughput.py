@@ -62,7 +62,7 @@ def _batches_medchat(rows, tokenizer, batch_size, max_target, seed):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from medchat.config import load_config
-    from medchat.train import TokenizedPairs
+    from medchat.train.train import TokenizedPairs
 
     cfg = load_config(None, [f"data.max_target_length={max_target}"])
     ds = TokenizedPairs(
@@ -84,10 +84,10 @@ def _run(
     import torch
     from transformers import AutoTokenizer
 
-    from medchat import modeling
     from medchat.config import LoraSettings, QuantSettings
+    from medchat.models import modeling
+    from medchat.models.qlora_fix import keep_4bit_trainable
     from medchat.prompts import format_prompt
-    from medchat.qlora_fix import keep_4bit_trainable
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -141,7 +141,7 @@ MICRO = [
 def train_micro(data_dir: Path, out: Path, method: str, *extra: str) -> Path:
     """Train the micro model with `method` into `out` (the real `train()` path)."""
     from medchat.config import load_config
-    from medchat.train import train
+    from medchat.train.train import train
 
     cfg = load_config(None, [*MICRO, f"train.method={method}", *extra])
     return train(cfg, data_dir, out, overwrite=True)

@@ -9,7 +9,7 @@ import pytest
 
 from medchat import demo as demo_mod
 from medchat.cli import main
-from medchat.verdict import verdict
+from medchat.eval.verdict import verdict
 
 
 def test_data_choice_order(tmp_path: Path, monkeypatch) -> None:

@@ -135,7 +135,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from medchat import train
+    from medchat.train import train
 
     train.train_command(args)
     return 0
@@ -244,19 +244,19 @@ def _add_safety(sub: argparse._SubParsersAction) -> None:
 def _run_safety(args: argparse.Namespace) -> int:
     import json
 
-    from medchat import safety
     from medchat.console import console
+    from medchat.ground import safety
 
     def progress(msg: str) -> None:
         console.print(f"[dim]{msg}[/dim]", highlight=False)
 
     if args.safety_verb == "train":
-        from medchat.safety.sets import train_command
+        from medchat.ground.safety.sets import train_command
 
         train_command(args.out, args.corpus, progress, loco=not args.no_loco)
         return 0
     if args.safety_verb == "eval":
-        from medchat.safety.screen import load_screen
+        from medchat.ground.safety.screen import load_screen
 
         screen = None if args.rules_only else load_screen()[0]
         extra = {str(p): p for p in args.path}
@@ -406,9 +406,13 @@ def _add_min_relevance(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from medchat import evaluate
+    from medchat.eval import evaluate
+    from medchat.train.model_card import record_evaluation
 
-    evaluate.eval_command(args)
+    out = evaluate.eval_command(args)
+    if out is not None:  # rank 0: add the figures to each evaluated run's card and MLflow run
+        models = evaluate.parse_model_args(args.model)
+        record_evaluation([(m.name, Path(m.spec)) for m in models], out)
     return 0
 
 
@@ -445,7 +449,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from medchat import report
+    from medchat.report import report
 
     report.report_command(args)
     return 0
@@ -479,7 +483,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from medchat.compare import compare
+    from medchat.report.compare import compare
 
     compare(args.runs, args.out, rank_by=args.rank_by, eval_dir=args.eval, overwrite=args.overwrite)
     return 0
@@ -668,8 +672,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from medchat.backends import load_backend
     from medchat.console import console
+    from medchat.infer.backends import load_backend
     from medchat.serve.api import ServeConfig, serve
 
     api_key = args.api_key or os.environ.get("MEDCHAT_API_KEY") or None
@@ -701,7 +705,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] serving on {args.host} without --api-key")
     index = None
     if args.index:
-        from medchat.retrieval import load_index
+        from medchat.ground.retrieval import load_index
 
         with console.status("loading the knowledge-base index…"):
             index = load_index(args.index)
@@ -741,9 +745,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_chat(args: argparse.Namespace) -> int:
-    from medchat.backends import load_backend
-    from medchat.chat import run_chat
-    from medchat.generate import GenerationSettings
+    from medchat.infer.backends import load_backend
+    from medchat.infer.generate import GenerationSettings
+    from medchat.serve.chat import run_chat
 
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
@@ -758,7 +762,7 @@ def _run_chat(args: argparse.Namespace) -> int:
     )
     index = None
     if args.index:
-        from medchat.retrieval import load_index
+        from medchat.ground.retrieval import load_index
 
         index = load_index(args.index)
     run_chat(backend, settings, index=index, k=args.k)
@@ -788,7 +792,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from medchat import export
+    from medchat.infer import export
 
     export.export_command(args)
     return 0
@@ -851,7 +855,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from medchat import retrieval
+    from medchat.ground import retrieval
 
     if args.index_verb == "build":
         retrieval.build_command(args)
@@ -892,7 +896,7 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_ask(args: argparse.Namespace) -> int:
-    from medchat import answering
+    from medchat.ground import answering
 
     return answering.ask_command(args)
 

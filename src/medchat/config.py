@@ -19,6 +19,12 @@ from medchat.errors import MedchatError
 from medchat.prompts import DEFAULT_TEMPLATE
 
 REPORT_TO = ("tensorboard", "mlflow", "wandb")  # train.report_to values
+# train.metric_for_best -> (the Trainer's metric key, greater is better)
+BEST_METRICS = {
+    "eval_loss": ("eval_loss", False),
+    "rougeL": ("eval_rougeL", True),
+    "semantic": ("eval_semantic", True),
+}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -203,7 +209,7 @@ class Config:
             p.append("train.early_stopping_patience: must be >= 0")
         if t.generation_eval_examples < 0:
             p.append("train.generation_eval_examples: must be >= 0 (0 = off)")
-        if t.metric_for_best not in ("eval_loss", "rougeL", "semantic"):
+        if t.metric_for_best not in BEST_METRICS:
             p.append(
                 f"train.metric_for_best: {t.metric_for_best!r} is not one of eval_loss, rougeL, "
                 "semantic"

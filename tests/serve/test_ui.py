@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from medchat import safety
 from medchat.errors import MedchatError
-from medchat.generate import GenerationSettings, StreamStats
+from medchat.ground import safety
+from medchat.infer.generate import GenerationSettings, StreamStats
 from medchat.serve import ui
 from tests.conftest import has_module, requires
 
@@ -189,8 +189,8 @@ def test_emergency_gets_the_urgent_message_above_the_answers():
 def test_rag_mode_grounds_every_column_and_shows_the_sources(medquad_prepared, tmp_path_factory):
     from types import SimpleNamespace
 
-    from medchat.retrieval import load_index
-    from tests.test_retrieval import mini_data, shared_index
+    from medchat.ground.retrieval import load_index
+    from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()
     index = load_index(shared_index(base, mini_data(base, medquad_prepared)))
@@ -291,9 +291,9 @@ def lora_pair(tiny_runs, tmp_path_factory):
 def test_two_lora_runs_share_one_loaded_base(lora_pair, monkeypatch):
     from transformers import AutoModelForSeq2SeqLM
 
-    from medchat.generate import generate_answers
-    from medchat.model_group import load_model_group
-    from medchat.modeling import load_model_spec
+    from medchat.infer.generate import generate_answers
+    from medchat.infer.model_group import load_model_group
+    from medchat.models.modeling import load_model_spec
 
     lora, lora2 = lora_pair
     loads = []
@@ -330,7 +330,7 @@ def test_two_lora_runs_share_one_loaded_base(lora_pair, monkeypatch):
 
 
 def test_a_full_run_gets_its_base_as_a_separate_column(tiny_runs):
-    from medchat.model_group import load_model_group
+    from medchat.infer.model_group import load_model_group
 
     group = load_model_group([("full", str(tiny_runs["full"]))])
     assert group.names == ["base", "full"] and len(group.weight_sets) == 2
@@ -339,7 +339,7 @@ def test_a_full_run_gets_its_base_as_a_separate_column(tiny_runs):
 
 
 def test_group_refuses_duplicate_names_and_no_models(tiny_runs):
-    from medchat.model_group import load_model_group
+    from medchat.infer.model_group import load_model_group
 
     with pytest.raises(MedchatError, match="given twice: a"):
         load_model_group([("a", str(tiny_runs["full"])), ("a", str(tiny_runs["lora"]))])
@@ -353,7 +353,7 @@ def test_group_refuses_duplicate_names_and_no_models(tiny_runs):
 @pytest.fixture(scope="module")
 def ui_group(tiny_runs):
     """base + full + lora (+ qlora where bitsandbytes runs), as `medchat ui` would load them."""
-    from medchat.model_group import load_model_group
+    from medchat.infer.model_group import load_model_group
 
     specs = [("base", str(tiny_runs["lora"] / "base_model"))]
     specs += [(m, str(tiny_runs[m])) for m in ("full", "lora", "qlora") if m in tiny_runs]
@@ -497,8 +497,8 @@ def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared
     _browser_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
-    from medchat.retrieval import load_index
-    from tests.test_retrieval import mini_data, shared_index
+    from medchat.ground.retrieval import load_index
+    from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()
     index = load_index(shared_index(base, mini_data(base, medquad_prepared)))
@@ -543,7 +543,7 @@ def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared
 def test_a_page_that_goes_away_stops_every_columns_generation(ui_group, monkeypatch):
     """Closing the page's stream (Gradio closes it when the browser goes away) stops each
     model's decoding at its next step, instead of running to max_new_tokens."""
-    import medchat.generate as gen
+    import medchat.infer.generate as gen
 
     steps: dict[int, int] = {}
     real = gen.stopping_when

@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medchat import safety
-from medchat.answering import source_note
 from medchat.errors import MedchatError
-from medchat.generate import GenerationSettings
+from medchat.ground import safety
+from medchat.ground.answering import source_note
+from medchat.infer.generate import GenerationSettings
 from medchat.prompts import format_prompt
 
 log = logging.getLogger(__name__)
@@ -560,7 +560,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         """What the mode puts around the question (passages, citations, a quote); generate: none.
 
         Retrieval embeds the question (MiniLM), so it runs off the event loop."""
-        from medchat.answering import Grounding, ground
+        from medchat.ground.answering import Grounding, ground
 
         mode = mode or config.default_mode
         if mode == "generate":
@@ -730,7 +730,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
 
     @app.post("/v1/chat/completions", dependencies=keyed)
     async def chat_completions(req: ChatRequest, request: Request):  # type: ignore[valid-type]
-        from medchat.answering import sources_text
+        from medchat.ground.answering import sources_text
 
         question = last_user_message(req)
         settings = chat_settings(req)
@@ -825,7 +825,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         return {"status": "ok"}
 
     def safety_screen_name() -> str:
-        from medchat.safety.screen import load_screen
+        from medchat.ground.safety.screen import load_screen
 
         return "rules+minilm" if load_screen()[0] is not None else "rules"
 

@@ -29,9 +29,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from medchat import safety
 from medchat.errors import MedchatError
-from medchat.generate import GenerationSettings
+from medchat.ground import safety
+from medchat.infer.generate import GenerationSettings
 
 
 def _offline_env() -> None:
@@ -219,7 +219,7 @@ def _mib(n: int | None) -> str:
 
 
 def memory_html(group: Any) -> str:
-    from medchat.model_group import memory_in_use
+    from medchat.infer.model_group import memory_in_use
 
     mem = memory_in_use()
     parts = [f"process RSS {_mib(mem['rss_bytes'])}"]
@@ -412,7 +412,7 @@ class CompareApp:
         with self._embedder_lock:
             if self._embedder is None and not self._embedder_failed:
                 try:
-                    from medchat.metrics import load_embedder
+                    from medchat.models.embedder import load_embedder
 
                     self._embedder = load_embedder()
                 except Exception:
@@ -422,7 +422,7 @@ class CompareApp:
 
     def score(self, states: list[ColumnState], reference: str) -> None:
         """Fill each finished column's ROUGE-L and semantic similarity to the reference."""
-        from medchat import metrics
+        from medchat.eval import metrics
 
         done = [s for s in states if s.status == "done"]
         if not done:
@@ -446,7 +446,7 @@ class CompareApp:
         citations; generate: (None, [])."""
         if mode == "generate":
             return None, []
-        from medchat.answering import CONTEXT_WORDS, citation_of, rag_prompt
+        from medchat.ground.answering import CONTEXT_WORDS, citation_of, rag_prompt
 
         if mode != "rag" or self.index is None:
             raise MedchatError(f"answer mode {mode!r} needs the UI started with --index")
@@ -781,7 +781,7 @@ def parse_model_args(values: Sequence[str]) -> list[tuple[str, str]]:
 def ui_command(args: Any) -> None:
     """`medchat ui --model NAME=SPEC ... [--data DIR] [--host] [--port] [--share]`"""
     from medchat.console import console
-    from medchat.model_group import load_model_group
+    from medchat.infer.model_group import load_model_group
 
     specs = parse_model_args(args.model)
     rows = []
@@ -804,7 +804,7 @@ def ui_command(args: Any) -> None:
         )
     index = None
     if args.index:
-        from medchat.retrieval import load_index
+        from medchat.ground.retrieval import load_index
 
         with console.status("loading the knowledge-base index…"):
             index = load_index(args.index)

@@ -1,0 +1,111 @@
+"""A model SPEC, read without loading weights: a run folder written by `medchat train` (full,
+LoRA or QLoRA), a local model folder, or a Hugging Face hub id.
+
+`describe(spec)` is the one reader of a run folder's layout: loading (models.modeling), the
+side-by-side group (infer.model_group), serving backends and eval all start from it, so a
+folder is judged, and its problems are worded, the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medchat.errors import MedchatError
+from medchat.prompts import DEFAULT_TEMPLATE
+
+RUN_INFO = "run_info.json"
+PROMPT = "prompt.txt"
+METHODS = ("full", "lora", "qlora")
+
+
+def reads_as_path(spec: str) -> bool:
+    """True when SPEC can only mean a local folder: it starts with ./ ../ / or ~, has more than
+    one slash, or its first component is a folder here (`runs/ful` when runs/ exists). Hub ids
+    are `name` or `org/name`, so a mistyped run folder is never looked up, or downloaded, there."""
+    if spec.startswith(("./", "../", "/", "~")) or spec in (".", "..") or spec.count("/") > 1:
+        return True
+    first = spec.split("/", 1)[0]
+    return "/" in spec and Path(first).is_dir()
+
+
+def check_spec(spec: str, what: str = "model") -> Path:
+    """SPEC as a local path; a missing folder that reads as a path is an error naming it."""
+    path = Path(spec).expanduser()
+    if not path.exists() and reads_as_path(spec):
+        raise MedchatError(
+            f"{spec}: no such folder (it reads as a local path, so it is not looked up on the "
+            f"Hugging Face Hub); give a run folder, a {what} folder or a hub id"
+        )
+    return path
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run_info.json of a run folder, or None when the folder has none (not a run)."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_base(run_dir: Path, base: str) -> str:
+    """A base recorded relative to its run dir (the tiny model) resolves against that dir."""
+    candidate = run_dir / base
+    return str(candidate) if candidate.exists() else base
+
+
+@dataclass(frozen=True)
+class SpecInfo:
+    """What loading a SPEC needs, worked out before any weights are read."""
+
+    spec: str
+    path: Path  # SPEC as a local path (it may not exist: a hub id)
+    kind: str  # "pretrained" | "full" | "lora" | "qlora"
+    weights: str  # the model folder or hub id whose weights are loaded (an adapter's base)
+    base: str  # the base model it was trained from (the spec itself when pretrained)
+    template: str  # the prompt template it answers with
+    tokenizer_from: str
+    adapter_dir: str | None = None
+    quant: dict[str, Any] | None = None  # QuantSettings fields of a QLoRA run's 4-bit base
+
+    @property
+    def quantized(self) -> bool:
+        return self.kind == "qlora"
+
+
+def describe(spec: str) -> SpecInfo:
+    """Read SPEC's run_info.json and prompt.txt (if it is a run folder); loads no weights.
+
+    A run folder must have been finished by `medchat train`: its model/ or adapter/ folder is
+    checked here, so a broken SPEC fails before any other model spends time.
+    """
+    path = check_spec(spec)
+    info = read_run_info(path) if path.is_dir() else None
+    if info is None:
+        prompt = path / PROMPT
+        template = prompt.read_text(encoding="utf-8") if prompt.is_file() else DEFAULT_TEMPLATE
+        return SpecInfo(spec, path, "pretrained", spec, spec, template, spec)
+    method = info.get("method")
+    if method not in METHODS or "base_model" not in info:
+        raise MedchatError(
+            f"{path / RUN_INFO}: needs 'method' (full, lora or qlora) and 'base_model'; "
+            "was this folder written by `medchat train`?"
+        )
+    prompt = path / PROMPT
+    if not prompt.is_file():
+        raise MedchatError(
+            f"{path}: run folder without {PROMPT}; was it written by `medchat train`?"
+        )
+    template = prompt.read_text(encoding="utf-8")
+    base = resolve_base(path, info["base_model"])
+    folder = path / ("model" if method == "full" else "adapter")
+    if not folder.is_dir():
+        raise MedchatError(
+            f"{path}: no {folder.name}/ folder; did this run finish? (`medchat train --resume`)"
+        )
+    if method == "full":
+        return SpecInfo(spec, path, "full", str(folder), base, template, str(folder))
+    quant = info.get("quant", {}) if method == "qlora" else None
+    return SpecInfo(spec, path, method, base, base, template, str(folder), str(folder), quant)
