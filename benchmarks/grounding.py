@@ -42,7 +42,8 @@ def main() -> None:
     from medchat.eval.metrics import load_embedder, rouge_scores, semantic_similarity
     from medchat.eval.significance import paired_test
     from medchat.ground.answering import answer_batch
-    from medchat.ground.retrieval import calibrate_gate, doc_id_of, load_index
+    from medchat.ground.index import calibrate_gate, load_index
+    from medchat.ground.retrieval import doc_id_of
 
     train, everything = load_index(args.train_index), load_index(args.all_index)
     gate = calibrate_gate(train, load_split(args.data, "validation"))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from _shared import read_rows
 
+from medchat.ground import index as I
 from medchat.ground import retrieval as R
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,7 +81,7 @@ def time_builds(sample: list[dict], threads: int, repeats: int) -> dict:
                 R.embed(encoders[name], whole, batch_size=32)
             else:
                 settings = R.IndexSettings(max_seq_length=msl, quantize=quant)
-                R.build_index(sample, None, settings, progress=False, encoder=encoders[name])
+                I.build_index(sample, None, settings, progress=False, encoder=encoders[name])
             seconds[name].append(time.perf_counter() - start)
     out = {}
     base = min(seconds[next(iter(VARIANTS))])
@@ -118,7 +119,7 @@ def eval_variants(all_rows: list[dict], test: list[dict], report: dict, save) ->
     pin_cpu(None)
     recall = report.setdefault("recall", {})
     t0 = time.perf_counter()
-    ours = R.build_index(all_rows, None, R.IndexSettings(), progress=True)
+    ours = I.build_index(all_rows, None, R.IndexSettings(), progress=True)
     report["eval_index"] = {
         **ours.manifest["counts"],
         "seconds": round(time.perf_counter() - t0, 1),
@@ -141,7 +142,7 @@ def eval_variants(all_rows: list[dict], test: list[dict], report: dict, save) ->
             index = with_dense(ours, *index)
         for protocol, leave_out in (("known-item", False), ("leave-row-out", True)):
             for method in methods:
-                r = R.retrieval_recall(index, test, method=method, exclude_own_row=leave_out)
+                r = I.retrieval_recall(index, test, method=method, exclude_own_row=leave_out)
                 recall[f"{label} | {protocol} | {method}"] = r
                 print(label, protocol, method, r, flush=True)
         save()

@@ -705,7 +705,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] serving on {args.host} without --api-key")
     index = None
     if args.index:
-        from medchat.ground.retrieval import load_index
+        from medchat.ground.index import load_index
 
         with console.status("loading the knowledge-base index…"):
             index = load_index(args.index)
@@ -762,7 +762,7 @@ def _run_chat(args: argparse.Namespace) -> int:
     )
     index = None
     if args.index:
-        from medchat.ground.retrieval import load_index
+        from medchat.ground.index import load_index
 
         index = load_index(args.index)
     run_chat(backend, settings, index=index, k=args.k)
@@ -855,12 +855,12 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from medchat.ground import retrieval
+    from medchat.ground import index
 
     if args.index_verb == "build":
-        retrieval.build_command(args)
+        index.build_command(args)
     else:
-        retrieval.eval_command(args)
+        index.eval_command(args)
     return 0
 
 

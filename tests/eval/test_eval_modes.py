@@ -111,7 +111,7 @@ def test_index_build_calibrates_the_gate_on_validation(train_index) -> None:
     cal = gate["calibration"]
     assert cal["questions"] > 0 and cal["in_domain_kept"] >= cal["target_keep"]
     assert 0.05 <= gate["min_relevance"] <= 1.0 and gate["dense_floor"] == 0.3
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
 
     assert load_index(train_index).min_relevance == gate["min_relevance"]
 

@@ -28,7 +28,7 @@ def index_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def index(index_dir: Path):
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
 
     return load_index(index_dir)
 

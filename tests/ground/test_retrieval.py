@@ -48,7 +48,7 @@ def mini_data(base: Path, source: Path, docs: dict[str, int] = MINI_DOCS) -> Pat
 def shared_index(base: Path, data: Path, docs: dict[str, int] = MINI_DOCS) -> Path:
     """An index over every split of the mini data (built once per session, shared by modules)."""
     from medchat.data import load_split
-    from medchat.ground.retrieval import build_index
+    from medchat.ground.index import build_index
 
     out = base / "kb_index_all"
     if not (out / "manifest.json").is_file():
@@ -64,7 +64,7 @@ def data(medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="module")
 def index(data: Path, tmp_path_factory: pytest.TempPathFactory):
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
 
     return load_index(shared_index(tmp_path_factory.getbasetemp(), data))
 
@@ -111,7 +111,8 @@ def test_index_settings_reject_bad_values() -> None:
 def test_index_build_cli_writes_a_loadable_index(data: Path, tmp_path: Path) -> None:
     from medchat.cli import main
     from medchat.data import load_split, read_manifest
-    from medchat.ground.retrieval import load_index, search_text
+    from medchat.ground.index import load_index
+    from medchat.ground.retrieval import search_text
 
     out = tmp_path / "idx"
     argv = ["index", "build", "--data", str(data), "--out", str(out), "--splits", "validation"]
@@ -143,7 +144,7 @@ def test_index_build_cli_writes_a_loadable_index(data: Path, tmp_path: Path) -> 
 
 def test_load_refuses_bad_index_folders(index, tmp_path: Path) -> None:
     from medchat.fileio import read_json, write_json
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
 
     with pytest.raises(MedchatError, match=r"no such index folder.*medchat index build"):
         load_index(tmp_path / "nowhere")
@@ -192,7 +193,7 @@ def test_query_without_known_words_still_gets_dense_hits(index) -> None:
 def real_kb(real_medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactory):
     """Whole documents sampled from the real MedQuAD, indexed: (index, its test rows)."""
     from medchat.data import load_split
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
 
     base = tmp_path_factory.mktemp("real_kb")
     data = mini_data(base, real_medquad_prepared, REAL_DOCS)
@@ -200,7 +201,8 @@ def real_kb(real_medquad_prepared: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_recall_and_hybrid_versus_single_retrievers(real_kb) -> None:
-    from medchat.ground.retrieval import METHODS, retrieval_recall
+    from medchat.ground.index import retrieval_recall
+    from medchat.ground.retrieval import METHODS
 
     index, test_rows = real_kb
 

@@ -440,7 +440,7 @@ def test_openai_client_works_against_the_server(backend):
 
 @pytest.fixture(scope="module")
 def kb_index(medquad_prepared, tmp_path_factory):
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
     from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()

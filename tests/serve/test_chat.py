@@ -90,7 +90,7 @@ def test_chat_with_an_index_answers_in_rag_mode_and_cites(
     tiny_runs, medquad_prepared, tmp_path_factory
 ):
     from medchat.ground.answering import ground
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
     from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()

@@ -189,7 +189,7 @@ def test_emergency_gets_the_urgent_message_above_the_answers():
 def test_rag_mode_grounds_every_column_and_shows_the_sources(medquad_prepared, tmp_path_factory):
     from types import SimpleNamespace
 
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
     from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()
@@ -497,7 +497,7 @@ def test_rag_page_shows_the_sources_in_a_real_browser(ui_group, medquad_prepared
     _browser_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
-    from medchat.ground.retrieval import load_index
+    from medchat.ground.index import load_index
     from tests.ground.test_retrieval import mini_data, shared_index
 
     base = tmp_path_factory.getbasetemp()

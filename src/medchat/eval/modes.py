@@ -90,7 +90,8 @@ def search_eval_index(
     row (its reference answer) from its search: the in-domain protocol, where the topic is known
     through the document's other rows."""
     from medchat.ground.answering import CONTEXT_WORDS, MAX_WORDS
-    from medchat.ground.retrieval import doc_id_of, load_index
+    from medchat.ground.index import load_index
+    from medchat.ground.retrieval import doc_id_of
 
     if k < 1:
         raise MedchatError(f"--k must be >= 1 (got {k})")
@@ -204,7 +205,8 @@ def recall_of(
 ) -> dict[str, Any]:
     """Gold-document recall@1/@5 and MRR@10 of the eval questions on an index that holds their
     documents (built over every split): the known-item and the leave-row-out protocols."""
-    from medchat.ground.retrieval import doc_id_of, load_index, retrieval_recall
+    from medchat.ground.index import load_index, retrieval_recall
+    from medchat.ground.retrieval import doc_id_of
 
     index = load_index(recall_dir)
     missing = [r for r in rows if not index.holds_doc(doc_id_of(r))]

@@ -473,7 +473,7 @@ def ask_command(args: Any) -> int:
     check_mode(mode, args.spec, args.index)
     lm = index = None
     if mode != "generate":
-        from medchat.ground.retrieval import load_index
+        from medchat.ground.index import load_index
 
         index = load_index(args.index)
     if mode in ("generate", "rag"):  # retrieve and extract need no model

@@ -26,19 +26,9 @@ from medchat.fileio import (
     read_log_jsonl,
     write_json,
 )
-from medchat.report.report import (
-    Doc,
-    Image,
-    Table,
-    _colour,
-    _num,
-    _pyplot,
-    _save,
-    cost_rows,
-    metrics_table,
-    render_html,
-    render_md,
-)
+from medchat.report.plots import _colour, _pyplot, _save
+from medchat.report.render import Doc, Image, Table, render_html, render_md
+from medchat.report.report import _num, cost_rows, metrics_table
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,9 @@ fastapi, uvicorn and prometheus-client are the `medchat[serve]` extra, imported 
 # No `from __future__ import annotations`: FastAPI reads the request-model annotations of the
 # handlers, which are local to create_app, at definition time.
 import asyncio
-import collections
-import contextlib
-import dataclasses
 import hmac
 import json
 import logging
-import math
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +27,7 @@ from medchat.ground import safety
 from medchat.ground.answering import source_note
 from medchat.infer.generate import GenerationSettings
 from medchat.prompts import format_prompt
+from medchat.serve.batching import Batcher, Job, Metrics, NotReady, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +43,6 @@ ROUTES = (
 
 
 MAX_SEED = 2**32 - 1  # what numpy and every backend accept as a seed
-
-
-def batch_key(settings: GenerationSettings) -> GenerationSettings:
-    """Settings as far as they change a greedy or beam answer: seed, temperature and top_p only
-    matter when sampling, so greedy requests that differ only in them share one batch."""
-    if settings.do_sample:
-        return settings
-    return dataclasses.replace(settings, seed=0, temperature=1.0, top_p=1.0)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -112,203 +100,6 @@ class ServeConfig:
             problems.append("max_new_tokens_limit must be >= default_max_new_tokens")
         if problems:
             raise MedchatError("invalid serve settings: " + "; ".join(problems))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-class Metrics:
-    """Prometheus metrics in the app's own registry (so several apps can live in one process)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "medchat_requests", "HTTP requests by route and status.", ["route", "status"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "medchat_request_latency_seconds", "Request latency by route.", ["route"],
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry,
-        )  # fmt: skip
-        self.queue_depth = Gauge(
-            "medchat_queue_depth", "Requests waiting for the model.", registry=self.registry
-        )
-        self.tokens = Counter(
-            "medchat_tokens_generated", "Tokens generated (EOS included).", registry=self.registry
-        )
-        self.batch_size = Histogram(
-            "medchat_batch_size", "Requests answered per generate call.",
-            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
-        )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- batcher
-
-
-class QueueFull(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("queue full")
-        self.retry_after = retry_after
-
-
-class NotReady(Exception):
-    pass
-
-
-@dataclass(eq=False)
-class Job:
-    """One request for the worker; results go back through `deliver` (thread-safe)."""
-
-    prompt: str
-    settings: GenerationSettings
-    deliver: Callable[[str, Any], None]
-    stream: bool = False
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-class Batcher:
-    """The worker thread that owns the model, and the bounded queue in front of it."""
-
-    def __init__(self, load: Callable[[], Any], config: ServeConfig, metrics: Metrics) -> None:
-        self._load = load
-        self.config = config
-        self.metrics = metrics
-        self.backend: Any = None
-        self.load_error: BaseException | None = None
-        self.ready = threading.Event()
-        self._pending: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._seconds_per_batch = 1.0  # running estimate, for Retry-After
-        self._thread = threading.Thread(target=self._main, name="medchat-model", daemon=True)
-
-    # -- called from the event loop
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive() or not self._thread.ident
-
-    def depth(self) -> int:
-        return len(self._pending)
-
-    def submit(self, prompt: str, settings: GenerationSettings, stream: bool = False):
-        """Queue a job; returns it and the asyncio.Queue its results arrive on."""
-        if not self.ready.is_set() or self._closing:
-            raise NotReady
-        loop = asyncio.get_running_loop()
-        results: asyncio.Queue = asyncio.Queue()
-
-        def deliver(kind: str, value: Any) -> None:
-            # A closed loop (server stopped) means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(results.put_nowait, (kind, value))
-
-        job = Job(prompt, settings, deliver, stream)
-        with self._cond:
-            if len(self._pending) >= self.config.max_queue:
-                raise QueueFull(self._retry_after())
-            self._pending.append(job)
-            self._cond.notify()
-        return job, results
-
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Answer everything already queued, then stop the worker."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread.ident:
-            self._thread.join(timeout)
-
-    def _retry_after(self) -> int:
-        batches = math.ceil((len(self._pending) + 1) / self.config.max_batch_size)
-        return max(1, math.ceil(batches * self._seconds_per_batch))
-
-    # -- the worker thread
-
-    def _main(self) -> None:
-        try:
-            self.backend = self._load()
-        except BaseException as e:  # reported by /readyz and the log
-            log.exception("loading the model failed")
-            self.load_error = e
-            return
-        self.ready.set()
-        while (batch := self._take()) is not None:
-            self._run(batch)
-
-    def _take(self) -> list[Job] | None:
-        with self._cond:
-            while not self._pending:
-                if self._closing:
-                    return None
-                self._cond.wait()
-            first = self._pending.popleft()
-            batch = [first]
-            if first.stream:
-                return batch
-            deadline = time.monotonic() + self.config.batch_wait_ms / 1000
-            while True:
-                self._move_matching(first.settings, batch)
-                remaining = deadline - time.monotonic()
-                if len(batch) >= self.config.max_batch_size or remaining <= 0 or self._closing:
-                    return batch
-                self._cond.wait(remaining)
-
-    def _move_matching(self, settings: GenerationSettings, batch: list[Job]) -> None:
-        """Move queued jobs that can share a generate call into `batch`, keeping the others in
-        order."""
-        key = batch_key(settings)
-        keep: collections.deque[Job] = collections.deque()
-        for job in self._pending:
-            if (
-                len(batch) < self.config.max_batch_size
-                and not job.stream
-                and batch_key(job.settings) == key
-            ):
-                batch.append(job)
-            else:
-                keep.append(job)
-        self._pending = keep
-
-    def _run(self, batch: list[Job]) -> None:
-        jobs = [j for j in batch if not j.cancelled.is_set()]
-        if not jobs:
-            return
-        start = time.perf_counter()
-        try:
-            if jobs[0].stream:
-                job = jobs[0]
-                gens = [
-                    self.backend.stream(
-                        job.prompt,
-                        job.settings,
-                        lambda text: job.deliver("text", text),
-                        job.cancelled.is_set,
-                    )
-                ]
-            else:
-                # Nobody waits for a batch whose clients have all gone: stop decoding it.
-                gens = self.backend.generate(
-                    [j.prompt for j in jobs],
-                    jobs[0].settings,
-                    should_stop=lambda: all(j.cancelled.is_set() for j in jobs),
-                )
-        except Exception as e:
-            log.exception("generation failed for a batch of %d", len(jobs))
-            for job in jobs:
-                job.deliver("error", e)
-            return
-        for job, gen in zip(jobs, gens, strict=True):
-            job.deliver("done", gen)
-        elapsed = time.perf_counter() - start
-        self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
-        self.metrics.tokens.inc(sum(g.tokens for g in gens))
-        self.metrics.batch_size.observe(len(jobs))
 
 
 # ----------------------------------------------------------------------------- edge middleware
@@ -447,32 +238,201 @@ def sse(data: Any, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
 
 
+def _fail(status: int, message: str, headers: dict[str, str] | None = None):
+    from starlette.exceptions import HTTPException
+
+    return HTTPException(status, message, headers)
+
+
+class Server:
+    """What every route shares: the config, the batcher and its model, the metrics, the index;
+    and the steps the routes have in common (checks, queueing, grounding, waiting)."""
+
+    def __init__(self, load: Callable[[], Any], config: ServeConfig, index: Any) -> None:
+        if config.default_mode != "generate" and index is None:
+            raise MedchatError(f"default mode {config.default_mode!r} needs an index (--index)")
+        self.config, self.index = config, index
+        self.metrics = Metrics()
+        self.batcher = Batcher(load, config, self.metrics)
+        self.metrics.queue_depth.set_function(self.batcher.depth)
+        self.retrieving = 0  # grounding calls in flight (event-loop only, so no lock)
+
+    def require_key(self, request: Any) -> None:
+        """A FastAPI dependency: 401 unless the request carries the API key (when one is set)."""
+        if self.config.api_key is None:
+            return
+        auth = request.headers.get("authorization", "")
+        given = (
+            auth[7:].strip()
+            if auth[:7].lower() == "bearer "
+            else request.headers.get("x-api-key", "")
+        )
+        if not hmac.compare_digest(given.encode(), self.config.api_key.encode()):
+            raise _fail(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+
+    def question_of(self, text: str) -> str:
+        question = text.strip()
+        if not question:
+            raise _fail(422, "question is empty")
+        if len(question) > self.config.max_question_chars:
+            raise _fail(413, f"question longer than {self.config.max_question_chars} characters")
+        return question
+
+    def settings_of(self, **options: Any) -> GenerationSettings:
+        n = options.pop("max_new_tokens", None) or self.config.default_max_new_tokens
+        if n > self.config.max_new_tokens_limit:
+            raise _fail(422, f"max_new_tokens must be <= {self.config.max_new_tokens_limit}")
+        try:
+            return GenerationSettings(max_new_tokens=n, **options)
+        except MedchatError as e:
+            raise _fail(422, str(e)) from None
+
+    def chat_settings(self, req: Any) -> GenerationSettings:
+        # Greedy unless the client asks for a temperature above 0: the model was evaluated greedy.
+        sample = req.temperature is not None and req.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": req.max_completion_tokens or req.max_tokens}
+        if sample:
+            options.update(do_sample=True, temperature=req.temperature, top_p=req.top_p or 1.0)
+        if req.seed is not None:
+            options["seed"] = req.seed
+        return self.settings_of(**options)
+
+    def last_user_message(self, req: Any) -> str:
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise _fail(422, "messages: no user message to answer")
+        return self.question_of(users[-1].text())
+
+    def model_name(self) -> str:
+        backend = self.batcher.backend
+        return backend.name if backend is not None else "loading"
+
+    def enqueue(self, question: str, settings: GenerationSettings, stream: bool = False):
+        batcher = self.batcher
+        try:
+            if not batcher.ready.is_set():
+                raise NotReady
+            prompt = format_prompt(question, batcher.backend.prompt_template)
+            return batcher.submit(prompt, settings, stream)
+        except QueueFull as e:
+            raise _fail(
+                429, "server busy: queue full", {"Retry-After": str(e.retry_after)}
+            ) from None
+        except NotReady:
+            raise _fail(503, "model not ready", {"Retry-After": "5"}) from None
+
+    async def grounding(self, question: str, mode: str | None, k: int | None) -> Any:
+        """What the mode puts around the question (passages, citations, a quote); generate: none.
+
+        Retrieval embeds the question (MiniLM), so it runs off the event loop."""
+        from medchat.ground.answering import Grounding, ground
+
+        mode = mode or self.config.default_mode
+        if mode == "generate":
+            return Grounding(question, mode, question, [], [])
+        if self.index is None:
+            raise _fail(
+                422,
+                f"mode {mode!r} needs a knowledge-base index; this server has none "
+                "(start it with `medchat serve SPEC --index INDEX_DIR`)",
+            )
+        if mode == "rag" and not self.batcher.ready.is_set():
+            raise _fail(503, "model not ready", {"Retry-After": "5"})
+        # Retrieval is work too: it shares the bound of the model's queue, so a flood of rag or
+        # retrieve requests gets 429 like a flood of generate ones, instead of piling up threads.
+        if self.retrieving + self.batcher.depth() >= self.config.max_queue:
+            raise _fail(429, "server busy: queue full", {"Retry-After": "1"})
+        lm = self.batcher.backend if mode == "rag" else None
+        self.retrieving += 1
+        try:
+            return await asyncio.to_thread(
+                ground, question, mode, lm, self.index, k or self.config.k
+            )
+        finally:
+            self.retrieving -= 1
+
+    def start_stream(self, g: Any, settings: GenerationSettings) -> tuple[Job | None, Any]:
+        """A streamed answer's job and result queue; a retrieve answer needs no model, so its
+        quote is queued whole at once."""
+        if g.model_question is not None:
+            return self.enqueue(g.model_question, settings, stream=True)
+        results: asyncio.Queue = asyncio.Queue()
+        for item in (("text", g.quote), ("done", _Quoted(g.quote))):
+            results.put_nowait(item)
+        return None, results
+
+    async def answer_one(self, question: str, settings: GenerationSettings, request: Any):
+        """The answer to one non-streamed request. While it waits, it watches the client: if the
+        client goes away, or `request_timeout_s` passes (504), the job is cancelled, so a queued
+        job is skipped and a batch whose clients have all gone stops decoding."""
+        job, results = self.enqueue(question, settings)
+        timeout = self.config.request_timeout_s
+        deadline = time.monotonic() + timeout if timeout else None
+        got = asyncio.ensure_future(results.get())
+        try:
+            while True:
+                done, _ = await asyncio.wait({got}, timeout=0.1)
+                if done:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _fail(
+                        504,
+                        f"no answer within {timeout:g} s (the server's "
+                        "--request-timeout); ask for fewer new tokens or try again later",
+                    )
+                if await request.is_disconnected():
+                    raise _fail(499, "client closed the request")  # nobody reads this reply
+        except BaseException:
+            job.cancelled.set()
+            got.cancel()
+            raise
+        kind, value = got.result()
+        if kind == "error":
+            raise _fail(500, f"generation failed: {value}")
+        return value
+
+
+def _grounded_fields(g: Any) -> dict[str, Any]:
+    return {
+        "mode": g.mode,
+        "grounded": g.grounded,
+        "citations": [c.to_dict() for c in g.citations],
+        **({"note": note} if (note := source_note(g.mode, g.grounded)) else {}),
+    }
+
+
+async def _stream_job(job: Job | None, results: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The job's results as they come; the job is cancelled if the client goes away.
+    (No job: a retrieve answer, already in `results`.)"""
+    try:
+        while True:
+            kind, value = await results.get()
+            yield kind, value
+            if kind != "text":
+                return
+    finally:
+        if job is not None:
+            job.cancelled.set()
+
+
 def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index: Any = None):
     """The FastAPI app; `load()` runs on the worker thread and returns a backend. `index` (a
     `retrieval.RetrievalIndex`) enables the rag and retrieve answer modes, with citations."""
     from contextlib import asynccontextmanager
 
     from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
 
-    config = config or ServeConfig()
-    if config.default_mode != "generate" and index is None:
-        raise MedchatError(f"default mode {config.default_mode!r} needs an index (--index)")
-    metrics = Metrics()
-    batcher = Batcher(load, config, metrics)
-    metrics.queue_depth.set_function(batcher.depth)
-    AnswerRequest, ChatRequest = _request_models()
+    server = Server(load, config or ServeConfig(), index)
+    config = server.config
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        server.batcher.start()
         # Load the safety screen's MiniLM now, not on the first question.
         await asyncio.to_thread(safety.check, "warm up")
         yield
         # uvicorn has already waited for in-flight requests; answer anything still queued.
-        await asyncio.to_thread(batcher.close)
+        await asyncio.to_thread(server.batcher.close)
 
     hide_docs = config.protect_all and config.api_key is not None
     app = FastAPI(
@@ -483,11 +443,30 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         docs_url=None if hide_docs else "/docs",
         openapi_url=None if hide_docs else "/openapi.json",
     )
-    app.state.batcher = batcher
-    app.state.metrics = metrics
+    app.state.server = server
+    app.state.batcher = server.batcher
+    app.state.metrics = server.metrics
     app.state.config = config
+    _error_handlers(app)
 
-    # -- errors as JSON the OpenAI client can read
+    def require_key(request: Request) -> None:  # FastAPI injects the request by this annotation
+        server.require_key(request)
+
+    keyed = [Depends(require_key)]
+    AnswerRequest, ChatRequest = _request_models()
+    _answer_routes(app, server, AnswerRequest, keyed)
+    _chat_routes(app, server, ChatRequest, keyed)
+    _operation_routes(app, server, keyed, hide_docs)
+    app.add_middleware(Edge, metrics=server.metrics, max_body_bytes=config.max_body_bytes)
+    return app
+
+
+def _error_handlers(app: Any) -> None:
+    """Errors as JSON the OpenAI client can read."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -508,169 +487,30 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             headers=exc.headers,
         )
 
-    def fail(status: int, message: str, headers: dict[str, str] | None = None):
-        return HTTPException(status, message, headers)
 
-    def require_key(request: Request) -> None:
-        if config.api_key is None:
-            return
-        auth = request.headers.get("authorization", "")
-        given = (
-            auth[7:].strip()
-            if auth[:7].lower() == "bearer "
-            else request.headers.get("x-api-key", "")
-        )
-        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            raise fail(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
-
-    # -- shared steps
-
-    def question_of(text: str) -> str:
-        question = text.strip()
-        if not question:
-            raise fail(422, "question is empty")
-        if len(question) > config.max_question_chars:
-            raise fail(413, f"question longer than {config.max_question_chars} characters")
-        return question
-
-    def settings_of(**options: Any) -> GenerationSettings:
-        n = options.pop("max_new_tokens", None) or config.default_max_new_tokens
-        if n > config.max_new_tokens_limit:
-            raise fail(422, f"max_new_tokens must be <= {config.max_new_tokens_limit}")
-        try:
-            return GenerationSettings(max_new_tokens=n, **options)
-        except MedchatError as e:
-            raise fail(422, str(e)) from None
-
-    def enqueue(question: str, settings: GenerationSettings, stream: bool = False):
-        try:
-            if not batcher.ready.is_set():
-                raise NotReady
-            return batcher.submit(format_prompt(question, prompt_template()), settings, stream)
-        except QueueFull as e:
-            raise fail(
-                429, "server busy: queue full", {"Retry-After": str(e.retry_after)}
-            ) from None
-        except NotReady:
-            raise fail(503, "model not ready", {"Retry-After": "5"}) from None
-
-    retrieving = {"n": 0}  # grounding calls in flight (event-loop only, so no lock)
-
-    async def grounding(question: str, mode: str | None, k: int | None) -> Any:
-        """What the mode puts around the question (passages, citations, a quote); generate: none.
-
-        Retrieval embeds the question (MiniLM), so it runs off the event loop."""
-        from medchat.ground.answering import Grounding, ground
-
-        mode = mode or config.default_mode
-        if mode == "generate":
-            return Grounding(question, mode, question, [], [])
-        if index is None:
-            raise fail(
-                422,
-                f"mode {mode!r} needs a knowledge-base index; this server has none "
-                "(start it with `medchat serve SPEC --index INDEX_DIR`)",
-            )
-        if mode == "rag" and not batcher.ready.is_set():
-            raise fail(503, "model not ready", {"Retry-After": "5"})
-        # Retrieval is work too: it shares the bound of the model's queue, so a flood of rag or
-        # retrieve requests gets 429 like a flood of generate ones, instead of piling up threads.
-        if retrieving["n"] + batcher.depth() >= config.max_queue:
-            raise fail(429, "server busy: queue full", {"Retry-After": "1"})
-        lm = batcher.backend if mode == "rag" else None
-        retrieving["n"] += 1
-        try:
-            return await asyncio.to_thread(ground, question, mode, lm, index, k or config.k)
-        finally:
-            retrieving["n"] -= 1
-
-    def start_stream(g: Any, settings: GenerationSettings) -> tuple[Job | None, asyncio.Queue]:
-        """A streamed answer's job and result queue; a retrieve answer needs no model, so its
-        quote is queued whole at once."""
-        if g.model_question is not None:
-            return enqueue(g.model_question, settings, stream=True)
-        results: asyncio.Queue = asyncio.Queue()
-        for item in (("text", g.quote), ("done", _Quoted(g.quote))):
-            results.put_nowait(item)
-        return None, results
-
-    def grounded_fields(g: Any) -> dict[str, Any]:
-        return {
-            "mode": g.mode,
-            "grounded": g.grounded,
-            "citations": [c.to_dict() for c in g.citations],
-            **({"note": note} if (note := source_note(g.mode, g.grounded)) else {}),
-        }
-
-    async def answer_one(question: str, settings: GenerationSettings, request: Request):
-        """The answer to one non-streamed request. While it waits, it watches the client: if the
-        client goes away, or `request_timeout_s` passes (504), the job is cancelled, so a queued
-        job is skipped and a batch whose clients have all gone stops decoding."""
-        job, results = enqueue(question, settings)
-        deadline = time.monotonic() + config.request_timeout_s if config.request_timeout_s else None
-        got = asyncio.ensure_future(results.get())
-        try:
-            while True:
-                done, _ = await asyncio.wait({got}, timeout=0.1)
-                if done:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise fail(
-                        504,
-                        f"no answer within {config.request_timeout_s:g} s (the server's "
-                        "--request-timeout); ask for fewer new tokens or try again later",
-                    )
-                if await request.is_disconnected():
-                    raise fail(499, "client closed the request")  # nobody reads this reply
-        except BaseException:
-            job.cancelled.set()
-            got.cancel()
-            raise
-        kind, value = got.result()
-        if kind == "error":
-            raise fail(500, f"generation failed: {value}")
-        return value
-
-    def prompt_template() -> str:
-        return batcher.backend.prompt_template
-
-    def model_name() -> str:
-        return batcher.backend.name if batcher.backend is not None else "loading"
-
-    async def stream_job(job: Job | None, results: asyncio.Queue) -> AsyncIterator[tuple[str, Any]]:
-        """The job's results as they come; the job is cancelled if the client goes away.
-        (No job: a retrieve answer, already in `results`.)"""
-        try:
-            while True:
-                kind, value = await results.get()
-                yield kind, value
-                if kind != "text":
-                    return
-        finally:
-            if job is not None:
-                job.cancelled.set()
-
-    # -- answers
-
-    keyed = [Depends(require_key)]
+def _answer_routes(app: Any, server: Server, AnswerRequest: Any, keyed: list) -> None:
+    """/v1/answer and /v1/answer/stream: medchat's own answer, with its mode and citations."""
+    from fastapi import Request
+    from fastapi.responses import StreamingResponse
 
     @app.post("/v1/answer", dependencies=keyed)
     async def answer(req: AnswerRequest, request: Request):  # type: ignore[valid-type]
         start = time.perf_counter()
-        question = question_of(req.question)
-        settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
+        question = server.question_of(req.question)
+        settings = server.settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = await asyncio.to_thread(safety.check, question)
-        g = await grounding(question, req.mode, req.k)
+        g = await server.grounding(question, req.mode, req.k)
         if g.model_question is None:  # retrieve and extract: the knowledge base's own text
             text, tokens, model, backend = g.quote, 0, None, g.mode
         else:
-            gen = await answer_one(g.model_question, settings, request)
-            text, tokens, model, backend = gen.text, gen.tokens, model_name(), batcher.backend.kind
+            gen = await server.answer_one(g.model_question, settings, request)
+            text, tokens = gen.text, gen.tokens
+            model, backend = server.model_name(), server.batcher.backend.kind
         return {
             "answer": text,
             "model": model,
             "backend": backend,
-            **grounded_fields(g),
+            **_grounded_fields(g),
             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
             "tokens": tokens,
             "safety": verdict.to_dict(),
@@ -680,16 +520,16 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
     @app.post("/v1/answer/stream", dependencies=keyed)
     async def answer_stream(req: AnswerRequest):  # type: ignore[valid-type]
         start = time.perf_counter()
-        question = question_of(req.question)
-        settings = settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
+        question = server.question_of(req.question)
+        settings = server.settings_of(**req.model_dump(exclude={"question", "mode", "k"}))
         verdict = await asyncio.to_thread(safety.check, question)
-        g = await grounding(question, req.mode, req.k)
-        job, results = start_stream(g, settings)
-        model = None if g.model_question is None else model_name()
+        g = await server.grounding(question, req.mode, req.k)
+        job, results = server.start_stream(g, settings)
+        model = None if g.model_question is None else server.model_name()
 
         async def events() -> AsyncIterator[str]:
-            yield sse({"model": model, **grounded_fields(g), "safety": verdict.to_dict()}, "meta")
-            async for kind, value in stream_job(job, results):
+            yield sse({"model": model, **_grounded_fields(g), "safety": verdict.to_dict()}, "meta")
+            async for kind, value in _stream_job(job, results):
                 if kind == "text":
                     yield sse({"text": value}, "token")
                 elif kind == "done":
@@ -697,7 +537,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
                         {
                             "answer": value.text,
                             "model": model,
-                            **grounded_fields(g),
+                            **_grounded_fields(g),
                             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
                             "tokens": value.tokens,
                             "safety": verdict.to_dict(),
@@ -710,32 +550,20 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    # -- OpenAI-compatible chat
 
-    def chat_settings(req: Any) -> GenerationSettings:
-        # Greedy unless the client asks for a temperature above 0: the model was evaluated greedy.
-        sample = req.temperature is not None and req.temperature > 0
-        options: dict[str, Any] = {"max_new_tokens": req.max_completion_tokens or req.max_tokens}
-        if sample:
-            options.update(do_sample=True, temperature=req.temperature, top_p=req.top_p or 1.0)
-        if req.seed is not None:
-            options["seed"] = req.seed
-        return settings_of(**options)
+def _chat_routes(app: Any, server: Server, ChatRequest: Any, keyed: list) -> None:
+    """/v1/chat/completions and /v1/models: what an OpenAI client needs."""
+    from fastapi import Request
+    from fastapi.responses import StreamingResponse
 
-    def last_user_message(req: Any) -> str:
-        users = [m for m in req.messages if m.role == "user"]
-        if not users:
-            raise fail(422, "messages: no user message to answer")
-        return question_of(users[-1].text())
+    from medchat.ground.answering import sources_text
 
     @app.post("/v1/chat/completions", dependencies=keyed)
     async def chat_completions(req: ChatRequest, request: Request):  # type: ignore[valid-type]
-        from medchat.ground.answering import sources_text
-
-        question = last_user_message(req)
-        settings = chat_settings(req)
+        question = server.last_user_message(req)
+        settings = server.chat_settings(req)
         verdict = await asyncio.to_thread(safety.check, question)
-        g = await grounding(question, req.mode, req.k)
+        g = await server.grounding(question, req.mode, req.k)
         sources = sources_text(g.citations)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -743,7 +571,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             if g.model_question is None:
                 gen = _Quoted(g.quote)
             else:
-                gen = await answer_one(g.model_question, settings, request)
+                gen = await server.answer_one(g.model_question, settings, request)
             text = f"{gen.text}\n\n{sources}" if sources else gen.text
             if note := source_note(g.mode, g.grounded):
                 text = f"{note}\n\n{text}"
@@ -751,7 +579,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
                 "id": ident,
                 "object": "chat.completion",
                 "created": created,
-                "model": model_name(),
+                "model": server.model_name(),
                 "choices": [
                     {
                         "index": 0,
@@ -768,10 +596,10 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
                     "total_tokens": gen.prompt_tokens + gen.tokens,
                 },
                 "safety": verdict.to_dict(),
-                **grounded_fields(g),
+                **_grounded_fields(g),
             }
 
-        job, results = start_stream(g, settings)
+        job, results = server.start_stream(g, settings)
 
         def chunk(delta: dict, finish: str | None = None) -> str:
             return sse(
@@ -779,7 +607,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
                     "id": ident,
                     "object": "chat.completion.chunk",
                     "created": created,
-                    "model": model_name(),
+                    "model": server.model_name(),
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 }
             )
@@ -788,7 +616,7 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             # The same text as the non-streaming answer: safety message first, disclaimer last.
             head = safety.with_disclaimer("", verdict).removesuffix(safety.DISCLAIMER)
             yield chunk({"role": "assistant", "content": head})
-            async for kind, value in stream_job(job, results):
+            async for kind, value in _stream_job(job, results):
                 if kind == "text":
                     yield chunk({"content": value})
                 elif kind == "done":
@@ -803,12 +631,18 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
 
     @app.get("/v1/models", dependencies=keyed)
     async def models():
+        name = server.model_name()
         return {
             "object": "list",
-            "data": [{"id": model_name(), "object": "model", "created": 0, "owned_by": "medchat"}],
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "medchat"}],
         }
 
-    # -- operations
+
+def _operation_routes(app: Any, server: Server, keyed: list, hide_docs: bool) -> None:
+    """/healthz, /readyz, /metrics, and the docs behind the key when everything is protected."""
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    batcher, config, index = server.batcher, server.config, server.index
 
     @app.get("/healthz")
     async def healthz():
@@ -824,33 +658,29 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
             )
         return {"status": "ok"}
 
-    def safety_screen_name() -> str:
-        from medchat.ground.safety.screen import load_screen
-
-        return "rules+minilm" if load_screen()[0] is not None else "rules"
-
     @app.get("/readyz")
     async def readyz():
+        from medchat.ground.safety.screen import load_screen
+
         if not batcher.ready.is_set():
-            return JSONResponse({"ready": False, "model": model_name()}, 503)
+            return JSONResponse({"ready": False, "model": server.model_name()}, 503)
         return {
             "ready": True,
-            "model": model_name(),
+            "model": server.model_name(),
             "backend": batcher.backend.kind,
             # how --backend auto chose it on this machine (None: named on the command line)
             "backend_choice": getattr(batcher.backend, "choice", None),
             "default_mode": config.default_mode,
             "index_rows": len(index) if index is not None else None,
-            "safety_screen": safety_screen_name(),
+            "safety_screen": "rules+minilm" if load_screen()[0] is not None else "rules",
         }
 
-    operator = keyed if config.protect_all else []
-
-    @app.get("/metrics", dependencies=operator)
+    @app.get("/metrics", dependencies=keyed if config.protect_all else [])
     async def metrics_endpoint():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(server.metrics.registry)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     if hide_docs:
         from fastapi.openapi.docs import get_swagger_ui_html
@@ -862,9 +692,6 @@ def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index
         @app.get("/docs", dependencies=keyed, include_in_schema=False)
         async def docs_protected():
             return get_swagger_ui_html(openapi_url="/openapi.json", title="medchat")
-
-    app.add_middleware(Edge, metrics=metrics, max_body_bytes=config.max_body_bytes)
-    return app
 
 
 _KINDS = {

@@ -18,6 +18,7 @@ feeding a queue) and yields every column together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import logging
 import os
@@ -32,17 +33,29 @@ from typing import Any
 from medchat.errors import MedchatError
 from medchat.ground import safety
 from medchat.infer.generate import GenerationSettings
+from medchat.serve.ui_page import (
+    CSS,
+    FOOTER_HTML,
+    HEADER_HTML,
+    alert_html,
+    column_header_html,
+    memory_html,
+    notice_html,
+    reference_html,
+    sources_html,
+    stats_html,
+    theme,
+)
 
 
 def _offline_env() -> None:
-    """Keep gradio and huggingface_hub from phoning home; must run before gradio is imported."""
+    """Keep gradio and huggingface_hub from phoning home; must run before gradio is imported.
+    Called by `ui_command` and `build`, not at import: importing a module changes no setting."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     # setdefault: someone who sets HF_HUB_OFFLINE=0 on purpose may fetch hub models at start.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-_offline_env()
 
 log = logging.getLogger(__name__)
 
@@ -214,148 +227,6 @@ def pick_examples(rows: Sequence[dict[str, Any]], n: int = N_EXAMPLES, seed: int
     return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
-def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
-
-
-def memory_html(group: Any) -> str:
-    from medchat.infer.model_group import memory_in_use
-
-    mem = memory_in_use()
-    parts = [f"process RSS {_mib(mem['rss_bytes'])}"]
-    if mem["cuda_allocated_bytes"] is not None:
-        parts.append(f"CUDA allocated {_mib(mem['cuda_allocated_bytes'])}")
-    n_cols, n_sets = len(group.columns), len(group.weight_sets)
-    parts.append(f"{n_cols} models on {n_sets} loaded weight set{'s' * (n_sets != 1)}")
-    return f'<div class="mc-memory">Memory in use: {" · ".join(parts)}</div>'
-
-
-def alert_html(verdict: safety.SafetyVerdict) -> str:
-    """The safety banner: emergency (call now), urgent (be seen today), not checked (not
-    English), or the medication note; '' when there is nothing to say."""
-    if not verdict.message:
-        return ""
-    notes = "".join(f"<p>{html.escape(n)}</p>" for n in verdict.notes if n != verdict.message)
-    body = f"<p>{html.escape(verdict.message)}</p>{notes}"
-    if verdict.red_flag:
-        return (
-            '<div class="mc-alert mc-urgent" role="alert" data-level="emergency">'
-            f'<div class="mc-alert-title">Emergency: this may need help now</div>{body}</div>'
-        )
-    if verdict.level == "urgent":
-        return (
-            '<div class="mc-alert mc-sameday" role="alert" data-level="urgent">'
-            f'<div class="mc-alert-title">Urgent: get care today</div>{body}</div>'
-        )
-    if not verdict.judged:
-        return (
-            '<div class="mc-alert mc-sameday" role="note" data-level="not-checked">'
-            f'<div class="mc-alert-title">Not checked</div>{body}</div>'
-        )
-    return f'<div class="mc-alert mc-note" role="note" data-level="none">{body}</div>'
-
-
-def notice_html(message: str) -> str:
-    return f'<div class="mc-notice" role="status">{html.escape(message)}</div>'
-
-
-def reference_html(row: dict[str, Any], max_chars: int = 900) -> str:
-    """The reference answer for a test-split question, with its source link."""
-    answer = row["answer"].strip()
-    if len(answer) > max_chars:
-        answer = answer[:max_chars].rsplit(" ", 1)[0] + " …"
-    source = html.escape(row.get("source") or "the dataset")
-    url = row.get("url") or ""
-    link = (
-        f' · <a href="{html.escape(url)}" target="_blank" rel="noopener noreferrer">'
-        f"{html.escape(url)}</a>"
-        if url.startswith(("http://", "https://"))
-        else ""
-    )
-    return (
-        '<div class="mc-ref"><div class="mc-ref-head">Reference answer '
-        f'<span class="mc-sub">test split · {source}{link}</span></div>'
-        f'<div class="mc-ref-body">{html.escape(answer)}</div></div>'
-    )
-
-
-def _source_link(i: int, citation: Any) -> str:
-    title = html.escape(f"[{i}] {citation.title}")
-    url = citation.url or ""
-    if url.startswith(("http://", "https://")):
-        return f'<a href="{html.escape(url)}" target="_blank" rel="noopener noreferrer">{title}</a>'
-    return f"<span>{title}</span>"
-
-
-def citations_html(citations: Sequence[Any]) -> str:
-    """Numbered source links (title -> URL), as shown under each rag answer."""
-    links = [_source_link(i, c) for i, c in enumerate(citations, 1)]
-    return f'<div class="mc-cites">Sources: {" · ".join(links)}</div>' if links else ""
-
-
-def sources_html(citations: Sequence[Any], k: int) -> str:
-    """The panel above the columns: what every model was given to ground its answer."""
-    if not citations:
-        return notice_html(
-            "No source: nothing in the knowledge base matches this question, so the models "
-            "answered alone and cite nothing."
-        )
-    rows = "".join(
-        f'<li>{_source_link(i, c)} <span class="mc-sub">{html.escape(c.source or "")} · '
-        f"matched “{html.escape(c.question)}”</span></li>"
-        for i, c in enumerate(citations, 1)
-    )
-    return (
-        '<div class="mc-ref"><div class="mc-ref-head">Knowledge-base passages given to every '
-        f'model <span class="mc-sub">rag · top {k}</span></div><ol class="mc-sources">{rows}</ol>'
-        "</div>"
-    )
-
-
-def stats_html(
-    state: ColumnState,
-    waits_for: Sequence[str] = (),
-    scoring: bool = False,
-    citations: Sequence[Any] = (),
-) -> str:
-    """The line under an answer: progress, time, tokens/s, scores, sources; or the error."""
-    if state.status == "error":
-        return f'<div class="mc-stats" data-state="error"><span class="mc-err">⚠ {html.escape(state.error or "")}</span></div>'
-    if state.status == "idle":
-        return ""
-    if state.status == "waiting":
-        why = f" (shares weights with {', '.join(waits_for)})" if waits_for else ""
-        return f'<div class="mc-stats" data-state="waiting">waiting for its turn{html.escape(why)}…</div>'
-    parts = [f"{state.seconds:.2f} s", f"{state.tokens} tokens", f"{state.tokens_per_s:.1f} tok/s"]
-    if state.status == "streaming":
-        return f'<div class="mc-stats" data-state="streaming">answering… {" · ".join(parts)}</div>'
-    scores = []
-    if state.rouge_l is not None:
-        scores.append(f"ROUGE-L <b>{state.rouge_l:.1f}</b>")
-    if state.semantic is not None:
-        scores.append(f"semantic <b>{state.semantic:.1f}</b>")
-    score_line = (
-        f'<div class="mc-scores">vs reference: {" · ".join(scores)}</div>' if scores else ""
-    )
-    if scoring:
-        score_line = '<div class="mc-scores">scoring against the reference…</div>'
-    cites = citations_html(citations)
-    return f'<div class="mc-stats" data-state="done">{" · ".join(parts)}{score_line}{cites}</div>'
-
-
-def column_header_html(col: Any, shares_with: Sequence[str]) -> str:
-    share = (
-        f"shares loaded weights with {', '.join(shares_with)}"
-        if shares_with
-        else "own loaded weights"
-    )
-    return (
-        f'<div class="mc-colhead"><div class="mc-name">{html.escape(col.name)}</div>'
-        f'<span class="mc-kind mc-kind-{col.kind}">{html.escape(col.description)}</span>'
-        f'<div class="mc-share">{html.escape(share)}</div></div>'
-    )
-
-
 # ----------------------------------------------------------------------------- the app
 
 
@@ -374,6 +245,36 @@ class Frame:
     waits_for: dict[str, list[str]] = field(default_factory=dict)
     sources: str | None = None  # rag: the passages panel
     citations: list[Any] = field(default_factory=list)  # rag: shown under every answer
+
+
+# The panels above the columns, in the order `_to_outputs` fills them.
+PANELS = ("notice", "alert", "reference", "sources")
+
+
+def _to_outputs(gr: Any, n_columns: int, frame: Frame) -> tuple[Any, ...]:
+    """One Frame as values for the page's outputs; a None part of the frame is left as it is."""
+    keep = gr.skip()
+    cols = frame.columns
+    texts = [keep] * n_columns if cols is None else [s.text for s in cols]
+    lines = (
+        [keep] * n_columns
+        if cols is None
+        else [
+            stats_html(s, frame.waits_for.get(s.name, ()), frame.scoring, frame.citations)
+            for s in cols
+        ]
+    )
+    hist = keep if frame.history is None else frame.history
+
+    def panel(v: str | None) -> Any:
+        # hidden when empty, so an empty panel leaves no gap
+        return keep if v is None else gr.HTML(v, visible=bool(v))
+
+    return (
+        panel(frame.notice), panel(frame.alert), panel(frame.reference), panel(frame.sources),
+        *texts, *lines, hist, hist, keep if frame.memory is None else frame.memory,
+        gr.Button(interactive=not frame.busy),
+    )  # fmt: skip
 
 
 class CompareApp:
@@ -531,87 +432,19 @@ class CompareApp:
 
     def build(self) -> Any:
         """The gradio page (launch it with `launch`)."""
+        _offline_env()
         import gradio as gr
 
-        d = self.defaults
         with gr.Blocks(title=TITLE) as demo:
             gr.HTML(HEADER_HTML, elem_id="mc-header")
             gr.HTML(
                 f'<div class="mc-disclaimer" role="note">⚕ {html.escape(safety.DISCLAIMER)}</div>',
                 elem_id="disclaimer",
             )
-            with gr.Row(equal_height=True, elem_id="mc-ask-row"):
-                question = gr.Textbox(
-                    show_label=False,
-                    placeholder="Ask a medical question, e.g. What are the early signs of glaucoma?",
-                    lines=2,
-                    max_lines=6,
-                    scale=5,
-                    elem_id="question",
-                    autofocus=True,
-                )
-                with gr.Column(scale=1, min_width=150):
-                    ask_btn = gr.Button("Ask every model", variant="primary", elem_id="ask")
-                    clear_btn = gr.Button("Clear", variant="secondary", size="sm", elem_id="clear")
-            if self.examples:
-                gr.Examples(
-                    [[q] for q in self.examples],
-                    inputs=[question],
-                    label="Try a question from the test split (its reference answer is shown)",
-                    examples_per_page=N_EXAMPLES,
-                )
-            if self.index is not None:
-                mode = gr.Radio(
-                    ["rag", "generate"],
-                    value="rag",
-                    label="Answer mode",
-                    info=f"rag: every model is given the top {self.k} knowledge-base passages and "
-                    "its answer cites them; generate: the models answer alone",
-                    elem_id="mode",
-                )
-            else:
-                mode = gr.State("generate")
-            notice = gr.HTML(elem_id="notice", visible=False)
-            alert = gr.HTML(elem_id="alert", visible=False)
-            reference = gr.HTML(elem_id="reference", visible=False)
-            sources = gr.HTML(elem_id="sources", visible=False)
-            answers, stats = [], []
-            with gr.Row(equal_height=True, elem_classes="mc-columns"):
-                for i, col in enumerate(self.group.columns):
-                    with gr.Column(min_width=220, elem_classes="mc-col"):
-                        gr.HTML(column_header_html(col, self.group.shares_with(col.name)))
-                        answers.append(
-                            gr.Textbox(
-                                # the label bar is where gradio puts the copy button
-                                label="Answer",
-                                # one fixed height, so the columns line up; long answers scroll
-                                lines=9,
-                                max_lines=9,
-                                interactive=False,
-                                buttons=["copy"],
-                                placeholder="The answer appears here.",
-                                elem_id=f"answer-{i}",
-                                elem_classes="mc-answer",
-                            )
-                        )
-                        stats.append(gr.HTML(elem_id=f"stats-{i}"))
-            with gr.Accordion(
-                "Generation settings · applied identically to every model", open=False
-            ):
-                with gr.Row():
-                    max_new = gr.Slider(
-                        8, 512, value=d.max_new_tokens, step=8, label="Max new tokens"
-                    )
-                    beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams",
-                                      info="Above 1 an answer appears whole: beam search cannot stream")  # fmt: skip
-                    no_repeat = gr.Slider(0, 6, value=d.no_repeat_ngram_size, step=1,
-                                          label="No-repeat n-gram size", info="0 = off")  # fmt: skip
-                with gr.Row():
-                    sample = gr.Checkbox(value=d.do_sample, label="Sample instead of greedy decoding",
-                                         info="Greedy is deterministic: the fairest comparison")  # fmt: skip
-                    temperature = gr.Slider(0.05, 2.0, value=d.temperature, step=0.05,
-                                            label="Temperature (sampling)")  # fmt: skip
-                    top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p (sampling)")
+            question, ask_btn, clear_btn, mode = self._ask_row(gr)
+            panels = [gr.HTML(elem_id=i, visible=False) for i in PANELS]
+            answers, stats = self._columns(gr)
+            controls = self._settings(gr)
             with gr.Accordion("Conversation history", open=True):
                 chatbot = gr.Chatbot(
                     show_label=False,
@@ -627,48 +460,8 @@ class CompareApp:
                 FOOTER_HTML.format(disclaimer=html.escape(safety.DISCLAIMER)), elem_id="mc-footer"
             )
             history = gr.State([])
-
-            outputs = [
-                notice,
-                alert,
-                reference,
-                sources,
-                *answers,
-                *stats,
-                chatbot,
-                history,
-                memory,
-                ask_btn,
-            ]
-
-            def to_outputs(frame: Frame) -> tuple[Any, ...]:
-                keep = gr.skip()
-                cols = frame.columns
-                texts = [keep] * len(answers) if cols is None else [s.text for s in cols]
-                lines = (
-                    [keep] * len(stats)
-                    if cols is None
-                    else [
-                        stats_html(
-                            s, frame.waits_for.get(s.name, ()), frame.scoring, frame.citations
-                        )
-                        for s in cols
-                    ]
-                )
-                hist = keep if frame.history is None else frame.history
-
-                def opt(v: Any) -> Any:
-                    return keep if v is None else v
-
-                def panel(v: str | None) -> Any:
-                    # hidden when empty, so an empty panel leaves no gap
-                    return keep if v is None else gr.HTML(v, visible=bool(v))
-
-                return (
-                    panel(frame.notice), panel(frame.alert), panel(frame.reference),
-                    panel(frame.sources), *texts, *lines,
-                    hist, hist, opt(frame.memory), gr.Button(interactive=not frame.busy),
-                )  # fmt: skip
+            outputs = [*panels, *answers, *stats, chatbot, history, memory, ask_btn]
+            to_outputs = functools.partial(_to_outputs, gr, len(answers))
 
             def on_ask(q, max_new_v, beams_v, sample_v, temp_v, top_p_v, no_repeat_v, hist, mode_v):
                 try:
@@ -686,8 +479,7 @@ class CompareApp:
                 frame = Frame("", "", "", empty, [], memory_html(self.group), sources="")
                 return ("", *to_outputs(frame))
 
-            inputs = [question, max_new, beams, sample, temperature, top_p, no_repeat, history]
-            inputs.append(mode)
+            inputs = [question, *controls, history, mode]
             for trigger in (ask_btn.click, question.submit):
                 trigger(on_ask, inputs, outputs, concurrency_limit=self.concurrency,
                         concurrency_id="ask", show_progress="hidden")  # fmt: skip
@@ -697,32 +489,81 @@ class CompareApp:
             demo.load(lambda: memory_html(self.group), None, memory, queue=False)
         return demo
 
+    def _ask_row(self, gr: Any) -> tuple[Any, Any, Any, Any]:
+        """The question box, its buttons, the examples and (with an index) the answer mode."""
+        with gr.Row(equal_height=True, elem_id="mc-ask-row"):
+            question = gr.Textbox(
+                show_label=False,
+                placeholder="Ask a medical question, e.g. What are the early signs of glaucoma?",
+                lines=2,
+                max_lines=6,
+                scale=5,
+                elem_id="question",
+                autofocus=True,
+            )
+            with gr.Column(scale=1, min_width=150):
+                ask_btn = gr.Button("Ask every model", variant="primary", elem_id="ask")
+                clear_btn = gr.Button("Clear", variant="secondary", size="sm", elem_id="clear")
+        if self.examples:
+            gr.Examples(
+                [[q] for q in self.examples],
+                inputs=[question],
+                label="Try a question from the test split (its reference answer is shown)",
+                examples_per_page=N_EXAMPLES,
+            )
+        if self.index is None:
+            return question, ask_btn, clear_btn, gr.State("generate")
+        mode = gr.Radio(
+            ["rag", "generate"],
+            value="rag",
+            label="Answer mode",
+            info=f"rag: every model is given the top {self.k} knowledge-base passages and "
+            "its answer cites them; generate: the models answer alone",
+            elem_id="mode",
+        )
+        return question, ask_btn, clear_btn, mode
 
-def theme() -> Any:
-    """A quiet theme on system fonts (the default theme would fetch fonts from the web)."""
-    import gradio as gr
+    def _columns(self, gr: Any) -> tuple[list[Any], list[Any]]:
+        """One column per model: its header, its answer box and the line of stats under it."""
+        answers, stats = [], []
+        with gr.Row(equal_height=True, elem_classes="mc-columns"):
+            for i, col in enumerate(self.group.columns):
+                with gr.Column(min_width=220, elem_classes="mc-col"):
+                    gr.HTML(column_header_html(col, self.group.shares_with(col.name)))
+                    answers.append(
+                        gr.Textbox(
+                            # the label bar is where gradio puts the copy button
+                            label="Answer",
+                            # one fixed height, so the columns line up; long answers scroll
+                            lines=9,
+                            max_lines=9,
+                            interactive=False,
+                            buttons=["copy"],
+                            placeholder="The answer appears here.",
+                            elem_id=f"answer-{i}",
+                            elem_classes="mc-answer",
+                        )
+                    )
+                    stats.append(gr.HTML(elem_id=f"stats-{i}"))
+        return answers, stats
 
-    sans = [
-        "ui-sans-serif",
-        "system-ui",
-        "-apple-system",
-        "Segoe UI",
-        "Roboto",
-        "Helvetica Neue",
-        "Arial",
-        "sans-serif",
-    ]
-    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
-    return gr.themes.Soft(primary_hue="teal", neutral_hue="slate", font=sans, font_mono=mono).set(
-        button_primary_background_fill="#0f766e",
-        button_primary_background_fill_hover="#115e59",
-        button_primary_text_color="#ffffff",
-        # quiet grey labels: the colour is kept for what needs attention
-        block_title_background_fill="*neutral_100",
-        block_title_text_color="*neutral_600",
-        block_label_background_fill="*neutral_100",
-        block_label_text_color="*neutral_600",
-    )
+    def _settings(self, gr: Any) -> list[Any]:
+        """The generation settings every model shares, in `settings_from_ui`'s order."""
+        d = self.defaults
+        with gr.Accordion("Generation settings · applied identically to every model", open=False):
+            with gr.Row():
+                max_new = gr.Slider(8, 512, value=d.max_new_tokens, step=8, label="Max new tokens")
+                beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams",
+                                  info="Above 1 an answer appears whole: beam search cannot stream")  # fmt: skip
+                no_repeat = gr.Slider(0, 6, value=d.no_repeat_ngram_size, step=1,
+                                      label="No-repeat n-gram size", info="0 = off")  # fmt: skip
+            with gr.Row():
+                sample = gr.Checkbox(value=d.do_sample, label="Sample instead of greedy decoding",
+                                     info="Greedy is deterministic: the fairest comparison")  # fmt: skip
+                temperature = gr.Slider(0.05, 2.0, value=d.temperature, step=0.05,
+                                        label="Temperature (sampling)")  # fmt: skip
+                top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p (sampling)")
+        return [max_new, beams, sample, temperature, top_p, no_repeat]
 
 
 def launch(
@@ -780,6 +621,7 @@ def parse_model_args(values: Sequence[str]) -> list[tuple[str, str]]:
 
 def ui_command(args: Any) -> None:
     """`medchat ui --model NAME=SPEC ... [--data DIR] [--host] [--port] [--share]`"""
+    _offline_env()  # before the models load: hub ids resolve from the local cache
     from medchat.console import console
     from medchat.infer.model_group import load_model_group
 
@@ -804,7 +646,7 @@ def ui_command(args: Any) -> None:
         )
     index = None
     if args.index:
-        from medchat.ground.retrieval import load_index
+        from medchat.ground.index import load_index
 
         with console.status("loading the knowledge-base index…"):
             index = load_index(args.index)
@@ -815,76 +657,3 @@ def ui_command(args: Any) -> None:
     )
     console.print(f"medchat UI on http://{args.host}:{args.port} (Ctrl+C to stop)")
     launch(app, host=args.host, port=args.port, share=args.share)
-
-
-# ----------------------------------------------------------------------------- look
-
-HEADER_HTML = """
-<div class="mc-header">
-  <div class="mc-logo">✚</div>
-  <div>
-    <h1>medchat <span>· compare answers</span></h1>
-    <p>Ask one medical question. The original model and each fine-tuned model answer it side by
-    side with the same generation settings, so you can see what fine-tuning changed. For questions
-    from the test split the reference answer and each model's ROUGE-L and semantic similarity to it
-    are shown.</p>
-  </div>
-</div>
-"""
-
-FOOTER_HTML = """
-<div class="mc-footer">
-  <p><b>Not medical advice.</b> {disclaimer}</p>
-  <p class="mc-sub">Runs locally: nothing you type leaves this machine. Answers come from research
-  models and may invent facts, including drug names and doses.</p>
-</div>
-"""
-
-CSS = """
-.gradio-container { max-width: 1320px !important; margin: 0 auto !important; }
-.mc-header { display: flex; gap: 14px; align-items: flex-start; padding: 6px 2px 2px; }
-.mc-logo { flex: none; width: 40px; height: 40px; border-radius: 10px; background: #0f766e;
-  color: #fff; font-size: 24px; line-height: 40px; text-align: center; font-weight: 700; }
-.mc-header h1 { font-size: 1.55rem; margin: 0 0 4px; font-weight: 700; letter-spacing: -0.01em; }
-.mc-header h1 span { color: #0f766e; font-weight: 600; }
-.mc-header p { margin: 0; color: var(--body-text-color-subdued); max-width: 900px; line-height: 1.45; }
-.mc-disclaimer { background: #fffbeb; border: 1px solid #f5d78e; color: #713f12;
-  border-radius: 10px; padding: 9px 14px; font-size: 0.9rem; }
-.mc-alert { border-radius: 10px; padding: 12px 16px; }
-.mc-alert p { margin: 4px 0 0; }
-.mc-urgent { background: #fef2f2; border: 2px solid #dc2626; color: #7f1d1d; }
-.mc-alert-title { font-weight: 700; font-size: 1.05rem; color: #b91c1c; }
-.mc-sameday { background: #fffbeb; border: 2px solid #d97706; color: #78350f; }
-.mc-sameday .mc-alert-title { color: #b45309; }  /* red is kept for "call now" */
-.mc-note { background: #eff6ff; border: 1px solid #93c5fd; color: #1e3a8a; }
-.mc-notice { background: #f1f5f9; border: 1px solid #cbd5e1; color: #334155; border-radius: 10px;
-  padding: 9px 14px; }
-.mc-ref { border: 1px solid var(--border-color-primary); border-left: 4px solid #0f766e;
-  border-radius: 10px; padding: 10px 14px; background: var(--block-background-fill); }
-.mc-ref-head { font-weight: 650; margin-bottom: 4px; }
-.mc-ref-body { font-size: 0.92rem; line-height: 1.45; white-space: pre-wrap; }
-.mc-sub { font-weight: 400; color: var(--body-text-color-subdued); font-size: 0.85rem; }
-.mc-columns { gap: 12px; }
-.mc-col { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 10px 12px;
-  background: var(--block-background-fill); box-shadow: 0 1px 2px rgba(15, 23, 42, 0.05); }
-.mc-colhead { line-height: 1.3; }
-.mc-name { font-weight: 700; font-size: 1.08rem; margin-bottom: 4px; overflow-wrap: anywhere; }
-.mc-kind { display: inline-block; font-size: 0.75rem; padding: 2px 9px; border-radius: 999px;
-  font-weight: 600; white-space: nowrap; }
-.mc-kind-pretrained { background: #e2e8f0; color: #334155; }
-.mc-kind-full { background: #ede9fe; color: #5b21b6; }
-.mc-kind-lora { background: #ccfbf1; color: #115e59; }
-.mc-kind-qlora { background: #ffedd5; color: #9a3412; }
-.mc-share { font-size: 0.75rem; color: var(--body-text-color-subdued); margin-top: 4px; }
-.mc-answer textarea { font-size: 0.93rem !important; line-height: 1.45 !important; }
-.mc-stats { font-size: 0.8rem; color: var(--body-text-color-subdued); min-height: 1.2em; }
-.mc-scores { margin-top: 2px; color: var(--body-text-color); }
-.mc-cites { margin-top: 2px; }
-.mc-cites a, .mc-sources a { color: var(--link-text-color); }
-.mc-sources { margin: 4px 0 0 18px; padding: 0; }
-.mc-err { color: #b91c1c; }
-.mc-memory { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: right; }
-.mc-footer { border-top: 1px solid var(--border-color-primary); margin-top: 8px; padding-top: 10px;
-  font-size: 0.82rem; color: var(--body-text-color-subdued); }
-.mc-footer p { margin: 2px 0; }
-"""

@@ -310,7 +310,8 @@ def rag_rows(
     model learns to use context rather than copy its answer. Also what run_info records."""
     from medchat.data import load_split
     from medchat.ground.answering import build_rag_examples
-    from medchat.ground.retrieval import doc_id_of, load_index
+    from medchat.ground.index import load_index
+    from medchat.ground.retrieval import doc_id_of
 
     index = load_index(cfg.data.rag_index)
     data = index.manifest.get("data") or {}
