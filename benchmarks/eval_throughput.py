@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from _shared import base_shaped_model_dir, read_rows
 
-from medchat.eval.evaluate import quantize_int8, select_examples
+from medchat.eval.evaluate import select_examples
+from medchat.infer.backends import quantize_int8
 from medchat.infer.generate import GenerationSettings, generate_answers
 from medchat.models.modeling import load_model_spec
 from medchat.prompts import format_prompt
@@ -97,10 +98,9 @@ def agreement(a: list[str], b: list[str]) -> dict[str, float]:
 def quantised(lm):
     """A copy of `lm` quantised the way `medchat eval --cpu-int8` does it."""
     import copy
+    import dataclasses
 
-    q = copy.copy(lm)
-    q.model = quantize_int8(copy.deepcopy(lm.model))
-    return q
+    return quantize_int8(dataclasses.replace(lm, model=copy.deepcopy(lm.model)))
 
 
 def trained_agreement(run: Path, questions: list[str], batch_size: int) -> dict[str, dict]:

@@ -6,6 +6,10 @@ from __future__ import annotations
 # base model a fair chance in the base-vs-fine-tuned comparison.
 DEFAULT_TEMPLATE = "Answer this medical question: {question}"
 
+# Model inputs are cut to this many tokens (T5 was trained on 512-token inputs). Generation,
+# serving, the rag context budget and the eval cache key all read this one number.
+MAX_SOURCE_TOKENS = 512
+
 # Used by the `rag` answer mode: retrieved passages go before the question.
 RAG_TEMPLATE = (
     "Answer the medical question using the context.\nContext: {context}\nQuestion: {question}"

@@ -9,6 +9,7 @@ folder is judged, and its problems are worded, the same way everywhere.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,46 @@ from medchat.prompts import DEFAULT_TEMPLATE
 RUN_INFO = "run_info.json"
 PROMPT = "prompt.txt"
 METHODS = ("full", "lora", "qlora")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `--model NAME=SPEC`: a hub id, a local model folder, or a run folder."""
+
+    name: str
+    spec: str
+
+
+def parse_model_args(values: Sequence[str], reserved: Collection[str] = ()) -> list[ModelSpec]:
+    """`--model` values as ModelSpecs, one rule for eval, the UI and the report.
+
+    `NAME=SPEC`, or a bare SPEC: a local folder is named after itself (`runs/lora/` -> `lora`), a
+    hub id keeps its id. A NAME never holds a slash, so a path that contains `=` is a bare SPEC.
+    Names must be unique and not in `reserved` (the names of eval's floors)."""
+    specs = []
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or "/" in name:
+            spec = value
+            local = reads_as_path(value) or Path(value).expanduser().exists()
+            name = (Path(value.rstrip("/")).name or value) if local else value
+        if not spec.strip():
+            raise MedchatError(
+                f"--model {value!r}: empty SPEC; give NAME=SPEC (a run folder, a model folder or "
+                "a hub id)"
+            )
+        if not name.strip():
+            raise MedchatError(f"--model {value!r}: empty NAME; e.g. base=google/flan-t5-base")
+        specs.append(ModelSpec(name.strip(), spec.strip()))
+    if not specs:
+        raise MedchatError("give at least one --model NAME=SPEC")
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise MedchatError(f"--model: names must be unique, {', '.join(dupes)} given twice")
+    for name in sorted(set(names) & set(reserved)):
+        raise MedchatError(f"--model: {name!r} is the name of an eval floor; pick another name")
+    return specs
 
 
 def reads_as_path(spec: str) -> bool:

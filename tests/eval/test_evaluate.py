@@ -289,17 +289,6 @@ def test_cache_entry_for_other_examples_is_ignored(tmp_path) -> None:
 # ----------------------------------------------------------------------------- pure parts
 
 
-def test_parse_model_args() -> None:
-    specs = ev.parse_model_args(["base=google/flan-t5-base", "runs/lora/"])
-    assert specs == [
-        ev.ModelSpec("base", "google/flan-t5-base"),
-        ev.ModelSpec("lora", "runs/lora/"),
-    ]
-    for bad in (["a=x", "a=y"], ["echo=x"], ["=x"], []):
-        with pytest.raises(MedchatError):
-            ev.parse_model_args(bad)
-
-
 def test_baseline_and_pairs() -> None:
     assert ev.baseline_name(["ft", "base"]) == "base"
     assert ev.comparison_pairs(["ft", "base", "lora"]) == [

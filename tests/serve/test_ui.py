@@ -241,18 +241,6 @@ def test_settings_from_ui_types_values_and_rejects_bad_ones():
         ui.settings_from_ui(64, 1, True, 0.7, 0.0, 0)
 
 
-def test_parse_model_args(tmp_path):
-    run = tmp_path / "my-run"
-    run.mkdir()
-    assert ui.parse_model_args(["base=google/flan-t5-base", str(run), "google/flan-t5-small"]) == [
-        ("base", "google/flan-t5-base"),
-        ("my-run", str(run)),
-        ("google/flan-t5-small", "google/flan-t5-small"),
-    ]
-    with pytest.raises(MedchatError, match="empty SPEC"):
-        ui.parse_model_args(["x="])
-
-
 def test_cli_parses_the_ui_verb():
     from medchat.cli import build_parser
 

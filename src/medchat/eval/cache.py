@@ -13,15 +13,14 @@ from typing import Any
 
 from medchat.fileio import read_json, write_json
 from medchat.infer.generate import GenerationSettings
+from medchat.prompts import MAX_SOURCE_TOKENS
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "MEDCHAT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/medchat/predictions")
 # Bump when answers for the same model/data/settings could change (prompting, decoding code).
-CACHE_VERSION = 1
-# generate_batch truncates prompts to this many tokens; part of the cache key for that reason.
-MAX_SOURCE_LENGTH = 512
+CACHE_VERSION = 2  # 2: int8 answers come from infer.backends.quantize_int8 (LoRA merged first)
 
 
 def default_cache_dir() -> Path:
@@ -44,7 +43,7 @@ def cache_key(
         "data_key": data_key,
         # batch_size stays in: padding can move greedy decoding by a rounding error.
         "settings": settings.to_dict(),
-        "max_source_length": MAX_SOURCE_LENGTH,
+        "max_source_length": MAX_SOURCE_TOKENS,  # prompts are cut there
         "device": device,
         "precision": precision,
     }

@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from medchat.eval.distributed import Ranks, broadcast, gather, init_ranks, shard
 from medchat.eval.modes import (
     ECHO,
     EXTRACT,
+    FLOORS,
     RETRIEVE,
     check_retrieval_request,
     expand_modes,
@@ -44,7 +44,9 @@ from medchat.eval.modes import (
 )
 from medchat.eval.results import COMPARED, METRICS, NOT_READ_ALONE, print_tables
 from medchat.fileio import atomic_output_dir, sha256_file, write_json, write_jsonl
+from medchat.infer.backends import quantize_int8
 from medchat.infer.generate import GenerationSettings
+from medchat.runs import ModelSpec, parse_model_args
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +56,6 @@ BASE_NAME = "base"
 # recomputes BLEU per resample, so it uses the interval count.
 N_BOOTSTRAP = 1000
 N_PAIRED = 10_000
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One `--model NAME=SPEC`: a hub id, a local model dir, or a run dir."""
-
-    name: str
-    spec: str
-
-
-def parse_model_args(values: Sequence[str]) -> list[ModelSpec]:
-    """`NAME=SPEC` (or a bare SPEC, named after its folder) -> ModelSpecs, names unique."""
-    specs = []
-    for value in values:
-        name, sep, spec = value.partition("=")
-        if not sep:
-            spec = value
-            name = Path(value.rstrip("/")).name or value
-        if not name or not spec:
-            raise MedchatError(
-                f"--model {value!r}: expected NAME=SPEC, e.g. base=google/flan-t5-base"
-            )
-        specs.append(ModelSpec(name.strip(), spec.strip()))
-    names = [s.name for s in specs]
-    if not specs:
-        raise MedchatError("eval: give at least one --model NAME=SPEC")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise MedchatError(f"--model: names must be unique, {', '.join(dupes)} given twice")
-    if ECHO in names:
-        raise MedchatError(f"--model: {ECHO!r} is the name of the echo floor; pick another name")
-    return specs
 
 
 def baseline_name(names: Sequence[str]) -> str:
@@ -253,7 +223,7 @@ def answer_all(
             continue
         lm = load_model_spec(m.spec, name=m.name, device=_rank_device(device, ranks))
         if precision == "int8":
-            lm.model = quantize_int8(lm.model)
+            lm = quantize_int8(lm)  # the serving backends' int8: one meaning of it
         start = time.perf_counter()
         mine = shard((inputs or {}).get(m.name, questions), ranks.rank, ranks.world)
         label = f"{m.name} ({i}/{len(models)})"
@@ -266,24 +236,6 @@ def answer_all(
             cache_write(cache_dir, key, material, ids, answers, m.spec)
         out[m.name] = {"answers": answers, "cached": False, "cache_key": key, "seconds": seconds}
     return out
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every nn.Linear, for CPU evaluation (`--cpu-int8`).
-
-    Changes numerics: greedy answers can differ from fp32 (benchmarks/eval_throughput.py measures
-    how often). Opt-in only, applied to every model alike, and recorded in metrics.json and in the
-    cache key. 1.7-1.8x faster than fp32 on the 2-core benchmark machine.
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, but still works on CPU.
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def answer_with_progress(
@@ -746,7 +698,7 @@ def eval_command(args: Any) -> Path | None:
         "batch_size": args.batch_size,
     }
     return evaluate(
-        args.data, parse_model_args(args.model), args.out, split=args.split, limit=args.limit,
+        args.data, parse_model_args(args.model, reserved=FLOORS), args.out, split=args.split, limit=args.limit,
         generation=generation, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         semantic=not args.no_semantic, seed=args.seed, overwrite=args.overwrite,
         precision="int8" if args.cpu_int8 else "fp32", modes=args.mode, index=args.index,

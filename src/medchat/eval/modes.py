@@ -23,6 +23,8 @@ ECHO = "echo"
 MODEL_MODES = ("generate", "rag")
 RETRIEVE = "retrieve"
 EXTRACT = "extract"
+# System names of eval's no-model answers; a --model may not take one.
+FLOORS = (ECHO, RETRIEVE, EXTRACT)
 RAG_SUFFIX = "+rag"
 
 

@@ -27,14 +27,13 @@ from typing import Any
 
 from medchat.errors import MedchatError
 from medchat.ground.safety import DISCLAIMER, SafetyVerdict, check, level_label
-from medchat.prompts import format_prompt, format_rag_prompt
+from medchat.prompts import MAX_SOURCE_TOKENS, format_prompt, format_rag_prompt
 
 MODES = ("generate", "retrieve", "rag", "extract")
 GROUNDED_MODES = ("retrieve", "rag", "extract")
 # Words of retrieved context in a RAG prompt, shared among the k passages: 240 words is about
 # 330 flan-t5 tokens, leaving room for the question within its 512-token input.
 CONTEXT_WORDS = 240
-MAX_SOURCE_TOKENS = 512
 # An extract answer's length bound: about a third of a median MedQuAD answer, a paragraph.
 MAX_WORDS = 120
 NO_MATCH = (

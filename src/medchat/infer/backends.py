@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from medchat.errors import MedchatError
-from medchat.infer.generate import GenerationSettings, stopping_when
+from medchat.infer.generate import GenerationSettings, encode, run_generate
 from medchat.models.modeling import LoadedModel, serial_tokenizer
-from medchat.prompts import DEFAULT_TEMPLATE, format_prompt
+from medchat.prompts import DEFAULT_TEMPLATE, MAX_SOURCE_TOKENS, format_prompt
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ AUTO_PROMPT = (
     "What are the symptoms of type 2 diabetes, how is it diagnosed, and which treatments help?"
 )
 
-# Source prompts are cut here, as in medchat.infer.generate (T5 was trained on 512-token inputs).
-MAX_SOURCE_TOKENS = 512
 
 OnText = Callable[[str], None]
 ShouldStop = Callable[[], bool]
@@ -83,28 +81,10 @@ class TorchBackend:
         self.tokenizer = lm.tokenizer
         self.prompt_template = lm.prompt_template
 
-    def _encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(
-            list(prompts),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=MAX_SOURCE_TOKENS,
-        )
-        device = next(self.lm.model.parameters()).device
-        return {k: v.to(device) for k, v in enc.items()}
-
-    def _kwargs(self, settings: GenerationSettings, min_new_tokens: int) -> dict[str, Any]:
-        kw = settings.hf_kwargs()
-        if min_new_tokens:
-            kw["min_new_tokens"] = min_new_tokens
-        return kw
-
     def _count(self, out: torch.Tensor) -> list[int]:
         # Position 0 is the decoder start token; finished rows are padded with pad (0).
         return (out[:, 1:] != self.tokenizer.pad_token_id).sum(dim=1).tolist()
 
-    @torch.inference_mode()
     def generate(
         self,
         prompts: Sequence[str],
@@ -115,13 +95,10 @@ class TorchBackend:
     ) -> list[Generation]:
         """Answers for one batch of formatted prompts; decoding ends early once `should_stop()`
         (the server's "every client of this batch has gone away")."""
-        if settings.do_sample:
-            torch.manual_seed(settings.seed)
-        enc = self._encode(prompts)
-        kwargs = self._kwargs(settings, min_new_tokens)
-        if should_stop is not None:
-            kwargs["stopping_criteria"] = stopping_when(should_stop)
-        out = self.lm.model.generate(**enc, **kwargs)
+        enc = encode(self.lm, prompts)
+        out = run_generate(
+            self.lm, enc, settings, min_new_tokens=min_new_tokens, should_stop=should_stop
+        )
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         sources = enc["attention_mask"].sum(dim=1).tolist()
         return [
@@ -129,7 +106,6 @@ class TorchBackend:
             for t, n, p in zip(texts, self._count(out), sources, strict=True)
         ]
 
-    @torch.inference_mode()
     def stream(
         self,
         prompt: str,
@@ -145,15 +121,13 @@ class TorchBackend:
                 if text:
                     on_text(text)
 
-        if settings.do_sample:
-            torch.manual_seed(settings.seed)
-        kwargs = self._kwargs(settings, 0)
-        if settings.num_beams == 1:  # beam search cannot stream; it yields the answer at once
-            kwargs["streamer"] = Streamer(self.tokenizer, skip_special_tokens=True)
-        if should_stop is not None:
-            kwargs["stopping_criteria"] = stopping_when(should_stop)
-        enc = self._encode([prompt])
-        out = self.lm.model.generate(**enc, **kwargs)
+        # Beam search cannot stream; it yields the answer at once.
+        streamer = Streamer(self.tokenizer, skip_special_tokens=True)
+        enc = encode(self.lm, [prompt])
+        out = run_generate(
+            self.lm, enc, settings, should_stop=should_stop,
+            streamer=streamer if settings.num_beams == 1 else None,
+        )  # fmt: skip
         text = self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
         if settings.num_beams > 1:
             on_text(text)
@@ -161,10 +135,17 @@ class TorchBackend:
 
 
 def quantize_int8(lm: LoadedModel) -> LoadedModel:
-    """Merge any LoRA adapter, then quantise every nn.Linear (T5's lm_head too) to dynamic qint8."""
+    """Merge any LoRA adapter, then quantise every nn.Linear (T5's lm_head too) to dynamic qint8.
+
+    The one int8 path: `--backend torch-int8` serves with it and `medchat eval --cpu-int8`
+    evaluates with it. It changes numerics (greedy answers can differ from fp32;
+    benchmarks/eval_throughput.py measures how often), so eval records it in metrics.json and in
+    the cache key.
+    """
     if lm.quantized:
         raise MedchatError(
-            f"{lm.spec}: a QLoRA run answers on its 4-bit base; use --backend torch, or export it "
+            f"{lm.spec}: a QLoRA run answers on its 4-bit base and cannot be quantised to int8; "
+            "evaluate or serve it as it is (--backend torch), or export it "
             "(`medchat export --format ct2`) and serve that with --backend ct2"
         )
     model = lm.model

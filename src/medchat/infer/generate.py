@@ -18,7 +18,7 @@ import torch
 
 from medchat.errors import MedchatError
 from medchat.models.modeling import LoadedModel
-from medchat.prompts import format_prompt
+from medchat.prompts import MAX_SOURCE_TOKENS, format_prompt
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,44 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.inference_mode()
-def generate_batch(
-    lm: LoadedModel,
-    prompts: Sequence[str],
-    settings: GenerationSettings,
-    max_source_length: int = 512,
-) -> list[str]:
-    """Answers for one batch of already formatted prompts."""
+def encode(lm: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Formatted prompts as padded model inputs on the model's device, cut at MAX_SOURCE_TOKENS."""
     enc = lm.tokenizer(
-        list(prompts),
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-        max_length=max_source_length,
-    )
-    enc = {k: v.to(_device_of(lm.model)) for k, v in enc.items()}
+        list(prompts), return_tensors="pt", padding=True, truncation=True,
+        max_length=MAX_SOURCE_TOKENS,
+    )  # fmt: skip
+    return {k: v.to(_device_of(lm.model)) for k, v in enc.items()}
+
+
+@torch.inference_mode()
+def run_generate(
+    lm: LoadedModel,
+    enc: dict[str, torch.Tensor],
+    settings: GenerationSettings,
+    *,
+    min_new_tokens: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+    streamer: Any = None,
+) -> torch.Tensor:
+    """The one call of transformers' `generate` in medchat: eval, the UI, the terminal chat and
+    the server's torch backends all decode here. Seeds sampling; ends early once `should_stop()`."""
     if settings.do_sample:
         torch.manual_seed(settings.seed)
-    out = lm.model.generate(**enc, **settings.hf_kwargs())
+    kwargs = settings.hf_kwargs()
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if should_stop is not None:
+        kwargs["stopping_criteria"] = stopping_when(should_stop)
+    if streamer is not None:
+        kwargs["streamer"] = streamer
+    return lm.model.generate(**enc, **kwargs)
+
+
+def generate_batch(
+    lm: LoadedModel, prompts: Sequence[str], settings: GenerationSettings
+) -> list[str]:
+    """Answers for one batch of already formatted prompts."""
+    out = run_generate(lm, encode(lm, prompts), settings)
     return [t.strip() for t in lm.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
@@ -188,30 +207,24 @@ def stream_answer(
     from transformers import TextIteratorStreamer
 
     prompt = prompt if prompt is not None else format_prompt(question, lm.prompt_template)
-    enc = lm.tokenizer([prompt], return_tensors="pt", truncation=True, max_length=512)
-    enc = {k: v.to(_device_of(lm.model)) for k, v in enc.items()}
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=False, skip_special_tokens=True)
-    kwargs = {**enc, **settings.hf_kwargs(), "streamer": streamer}
     if settings.num_beams > 1:
         # Beam search cannot stream; generate whole and yield once.
-        kwargs.pop("streamer")
         start = time.perf_counter()
         text = generate_batch(lm, [prompt], settings)[0]
         n = len(lm.tokenizer(text)["input_ids"])
         yield StreamStats(text, n, time.perf_counter() - start, True)
         return
+    enc = encode(lm, [prompt])
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=False, skip_special_tokens=True)
     errors: list[BaseException] = []
     stop = threading.Event()  # set when our caller stops listening: generation ends next step
-    kwargs["stopping_criteria"] = stopping_when(
-        lambda: stop.is_set() or (should_stop is not None and should_stop())
-    )
+
+    def stopped() -> bool:
+        return stop.is_set() or (should_stop is not None and should_stop())
 
     def run() -> None:
         try:
-            with torch.inference_mode():
-                if settings.do_sample:
-                    torch.manual_seed(settings.seed)
-                lm.model.generate(**kwargs)
+            run_generate(lm, enc, settings, should_stop=stopped, streamer=streamer)
         except BaseException as e:  # surfaced to the caller below
             errors.append(e)
             streamer.end()

@@ -602,30 +602,14 @@ def launch(
 # ----------------------------------------------------------------------------- CLI
 
 
-def parse_model_args(values: Sequence[str]) -> list[tuple[str, str]]:
-    """`NAME=SPEC` or a bare SPEC (named after its folder, or the hub id itself)."""
-    from pathlib import Path
-
-    pairs = []
-    for v in values:
-        name, sep, spec = v.partition("=")
-        if not sep or not name or "/" in name or os.sep in name:
-            name, spec = (Path(v).name if Path(v).exists() else v), v
-        if not spec.strip():
-            raise MedchatError(
-                f"--model {v!r}: empty SPEC; give NAME=SPEC (run dir, model dir or hub id)"
-            )
-        pairs.append((name.strip(), spec.strip()))
-    return pairs
-
-
 def ui_command(args: Any) -> None:
     """`medchat ui --model NAME=SPEC ... [--data DIR] [--host] [--port] [--share]`"""
     _offline_env()  # before the models load: hub ids resolve from the local cache
     from medchat.console import console
     from medchat.infer.model_group import load_model_group
+    from medchat.runs import parse_model_args
 
-    specs = parse_model_args(args.model)
+    specs = [(m.name, m.spec) for m in parse_model_args(args.model)]
     rows = []
     if args.data:
         from medchat.data import load_split
