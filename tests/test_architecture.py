@@ -28,7 +28,6 @@ MAX_FUNCTION_LINES = 120
 # one fails. Lower the numbers when a split lands; delete an entry once it is under the limit.
 LONG_MODULES = {
     "cli.py": 1050,
-    "ground/safety/rules.py": 828,
 }
 LONG_FUNCTIONS = {}
 

@@ -371,8 +371,9 @@ PINNED = {
     "heldout_g": (150, 152, 3, 179),
     "heldout_h": (150, 152, 7, 182),
     "heldout_i": (148, 152, 24, 179),
-    "blind pooled": (1187, 1216, 68, 1444),
-    "fresh pooled": (597, 608, 39, 721),
+    "heldout_j": (145, 152, 10, 188),
+    "blind pooled": (1332, 1368, 78, 1632),
+    "fresh pooled": (742, 760, 49, 909),
     "corpus (5-fold CV)": (4016, 4272, 330, 3855),
 }
 
@@ -397,9 +398,9 @@ def test_blind_held_out_sets_and_original_set_figures(report) -> None:
         assert s["positives"] == 152 and s["not_judged"] == 0
     original = report["sets"]["original"]
     assert original["recall"]["value"] >= safety.TARGETS["recall"]
-    # The four fresh writers (used for no choice) meet the recall target, interval included. The
-    # FPR target is not met: I, asked for alarming-looking look-alikes, drew 24 false alarms of
-    # 179 (docs/safety.md); the counts above pin where it stands.
+    # The five fresh writers (used for no choice) meet the recall target pooled, interval
+    # included. The FPR target is not met: I, asked for alarming-looking look-alikes, drew 24
+    # false alarms of 179 (docs/safety.md); the counts above pin where it stands.
     fresh = report["sets"]["fresh pooled"]
     assert (
         fresh["recall"]["value"] >= safety.TARGETS["recall"] and fresh["recall"]["ci95"][0] >= 0.93
@@ -486,9 +487,10 @@ def test_sets_are_well_formed_and_do_not_overlap() -> None:
         assert {r["category"] for r in rows if r["red_flag"]} == set(EMERGENCY_IDS)
 
 
-def test_the_next_rounds_fresh_sets_are_frozen_and_not_yet_measured() -> None:
+def test_the_newest_fresh_sets_are_frozen_and_k_waits_for_the_corpus() -> None:
     # J and K were written blind and committed before anything measured them (docs/safety.md).
-    # They stay out of SHIPPED_SETS, so no `safety eval` has scored them, until the next round.
+    # J was measured once on the shipped screen; K shares one question with the corpus, so it
+    # stays out of SHIPPED_SETS until the next retraining removes that row.
     frozen = {
         "heldout_j": "684bb7315c0067593af67557ed17f53c9d15827eff5cb724435c44115a8aa5d8",
         "heldout_k": "153569a3442bf200bc94de2afbe1229d31de4b009c8d99bbcd241fcb1026d773",
@@ -496,7 +498,10 @@ def test_the_next_rounds_fresh_sets_are_frozen_and_not_yet_measured() -> None:
     for name, digest in frozen.items():
         data = (resources() / f"{name}.jsonl").read_bytes()
         assert hashlib.sha256(data).hexdigest() == digest, name
-        assert name not in sets_mod.SHIPPED_SETS
+    assert "heldout_j" in sets_mod.FRESH_SETS and "heldout_k" not in sets_mod.SHIPPED_SETS
+    k = {r["text"].strip().lower() for r in sets_mod.load_set(resources() / "heldout_k.jsonl")}
+    corpus = {r["text"].strip().lower() for r in sets_mod.load_set(name="corpus")}
+    assert len(k & corpus) == 1
 
 
 def test_bad_set_rows_are_reported_with_the_file(tmp_path) -> None:

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from medchat.fileio import atomic_output_dir, sha256_file, write_json, write_jso
 from medchat.infer.backends import quantize_int8
 from medchat.infer.generate import GenerationSettings
 from medchat.runs import ModelSpec, parse_model_args
+
+if TYPE_CHECKING:
+    from medchat.models.modeling import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +242,11 @@ def answer_all(
 
 
 def answer_with_progress(
-    lm: Any, questions: Sequence[str], settings: GenerationSettings, label: str, enabled: bool
+    lm: LoadedModel,
+    questions: Sequence[str],
+    settings: GenerationSettings,
+    label: str,
+    enabled: bool,
 ) -> list[str]:
     """`generate_answers`, one length-sorted batch at a time, under a bar with ex/s and ETA.
 

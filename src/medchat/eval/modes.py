@@ -16,6 +16,7 @@ from medchat.errors import MedchatError
 
 if TYPE_CHECKING:
     from medchat.eval.evaluate import ModelSpec
+    from medchat.ground.retrieval import RetrievalIndex
 
 ECHO = "echo"
 # Answer modes eval compares (medchat.ground.answering): each model answers in every model mode given
@@ -32,7 +33,7 @@ RAG_SUFFIX = "+rag"
 class Retrieval:
     """The index's top-k rows for every eval question, searched once for rag and retrieve."""
 
-    index: Any
+    index: RetrievalIndex
     hits: list[list[Any]]  # what passed the relevance gate (all a grounded mode may use)
     record: dict[str, Any]  # metrics.json["retrieval"]; its identity is in rag cache keys
 

@@ -23,11 +23,20 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medchat.errors import MedchatError
 from medchat.ground.safety import DISCLAIMER, SafetyVerdict, check, level_label
 from medchat.prompts import MAX_SOURCE_TOKENS, format_prompt, format_rag_prompt
+
+if TYPE_CHECKING:
+    from medchat.ground.retrieval import Hit, RetrievalIndex
+    from medchat.infer.backends import Backend
+    from medchat.models.modeling import LoadedModel
+
+    # What answers in rag and generate: a loaded model (eval, chat, UI) or a serving backend.
+    Model = LoadedModel | Backend
+
 
 MODES = ("generate", "retrieve", "rag", "extract")
 GROUNDED_MODES = ("retrieve", "rag", "extract")
@@ -112,7 +121,7 @@ def sources_text(citations: Sequence[Citation]) -> str:
     return "Sources:\n" + "\n".join(lines)
 
 
-def check_mode(mode: str, lm: Any, index: Any) -> None:
+def check_mode(mode: str, lm: Model | None, index: RetrievalIndex | None) -> None:
     """Refuse, before any work, a mode without what it needs."""
     if mode not in MODES:
         raise MedchatError(f"unknown answer mode {mode!r}; use one of {', '.join(MODES)}")
@@ -130,8 +139,8 @@ def check_mode(mode: str, lm: Any, index: Any) -> None:
 def answer(
     question: str,
     mode: str,
-    lm: Any = None,
-    index: Any = None,
+    lm: Model | None = None,
+    index: RetrievalIndex | None = None,
     settings: Any = None,
     k: int = 3,
     **kwargs: Any,
@@ -153,7 +162,7 @@ class Grounding:
     quote: str | None = None  # retrieve and extract: the answer text itself
     grounded: bool = False  # some passage passed the relevance gate
 
-    def model_input(self, lm: Any) -> str:
+    def model_input(self, lm: Model | None) -> str:
         """The exact model input (the run's template applied), e.g. for `stream_answer(prompt=)`."""
         if self.model_question is None:
             raise MedchatError(f"mode {self.mode!r} has no model input")
@@ -163,8 +172,8 @@ class Grounding:
 def ground_batch(
     questions: Sequence[str],
     mode: str,
-    lm: Any = None,
-    index: Any = None,
+    lm: Model | None = None,
+    index: RetrievalIndex | None = None,
     k: int = 3,
     *,
     method: str = "hybrid",
@@ -199,7 +208,12 @@ def ground_batch(
 
 
 def ground(
-    question: str, mode: str, lm: Any = None, index: Any = None, k: int = 3, **kwargs: Any
+    question: str,
+    mode: str,
+    lm: Model | None = None,
+    index: RetrievalIndex | None = None,
+    k: int = 3,
+    **kwargs: Any,
 ) -> Grounding:
     """`ground_batch` for one question."""
     return ground_batch([question], mode, lm, index, k, **kwargs)[0]
@@ -208,8 +222,8 @@ def ground(
 def answer_batch(
     questions: Sequence[str],
     mode: str,
-    lm: Any = None,
-    index: Any = None,
+    lm: Model | None = None,
+    index: RetrievalIndex | None = None,
     settings: Any = None,
     k: int = 3,
     *,
@@ -262,14 +276,14 @@ def answer_batch(
     ]
 
 
-def _generate(lm: Any, prompts: list[str], settings: Any, progress: bool) -> list[str]:
+def _generate(lm: Model, prompts: list[str], settings: Any, progress: bool) -> list[str]:
     from medchat.infer.generate import GenerationSettings, generate_answers
 
     # generate_answers applies the run's template to each prompt, sorted by length, in batches.
     return generate_answers(lm, prompts, settings or GenerationSettings(), progress=progress)
 
 
-def quote_of(hits: Sequence[Any]) -> str:
+def quote_of(hits: Sequence[Hit]) -> str:
     """`retrieve`'s answer: the best gated row's answer verbatim, or the no-match message."""
     return hits[0].row["answer"] if hits else NO_MATCH
 
@@ -279,7 +293,7 @@ def source_note(mode: str, grounded: bool) -> str:
     return NO_SOURCE if mode == "rag" and not grounded else ""
 
 
-def citation_of(hit: Any) -> Citation:
+def citation_of(hit: Hit) -> Citation:
     """The citation of one retrieved row."""
     r = hit.row
     return Citation(
@@ -315,7 +329,10 @@ def sentences_of(text: str) -> list[str]:
 
 
 def extract_batch(
-    questions: Sequence[str], passing: Sequence[Sequence[Any]], index: Any, max_words: int
+    questions: Sequence[str],
+    passing: Sequence[Sequence[Hit]],
+    index: RetrievalIndex,
+    max_words: int,
 ) -> list[Grounding]:
     """`extract` for many questions: from each question's gated hits, the sentences closest to
     the question (MiniLM cosine), chosen by maximal marginal relevance so none repeats another,
@@ -385,7 +402,7 @@ def _passage(hit: Any, words: int | None = None) -> str:
 
 
 def rag_passages(
-    question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS, lm: Any = None
+    question: str, hits: Sequence[Hit], context_words: int = CONTEXT_WORDS, lm: Model | None = None
 ) -> list[str]:
     """Each hit's passage, titled and cut to its share of `context_words`. With `lm`, passages
     shrink until the model input fits its 512 tokens, so the question (last in the RAG template)
@@ -404,7 +421,7 @@ def rag_passages(
 
 
 def rag_prompt(
-    question: str, hits: Sequence[Any], context_words: int = CONTEXT_WORDS, lm: Any = None
+    question: str, hits: Sequence[Hit], context_words: int = CONTEXT_WORDS, lm: Model | None = None
 ) -> str:
     """The RAG prompt for `question` and its retrieved `hits` (the run's template goes around it);
     with `lm`, shrunk to fit that model's input (see `rag_passages`). Without hits (nothing passed
@@ -420,7 +437,7 @@ def rag_input(question: str, passages: Sequence[str]) -> str:
 
 def build_rag_examples(
     rows: Sequence[dict[str, Any]],
-    index: Any,
+    index: RetrievalIndex,
     k: int = 3,
     exclude_own_doc: bool = True,
     *,

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -57,6 +57,34 @@ class Generation:
     text: str
     tokens: int
     prompt_tokens: int = 0
+
+
+class Backend(Protocol):
+    """What the server, the terminal chat and rag grounding need of a loaded model:
+    `TorchBackend` (fp32 or int8) and `CT2Backend` both are one."""
+
+    kind: str  # "torch" | "torch-int8" | "ct2"
+    name: str
+    tokenizer: Any
+    prompt_template: str
+    choice: dict[str, Any] | None
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        *,
+        min_new_tokens: int = 0,
+        should_stop: ShouldStop | None = None,
+    ) -> list[Generation]: ...
+
+    def stream(
+        self,
+        prompt: str,
+        settings: GenerationSettings,
+        on_text: OnText,
+        should_stop: ShouldStop | None = None,
+    ) -> Generation: ...
 
 
 def cpu_threads() -> int:

@@ -54,8 +54,8 @@ N_EXAMPLES = 10
 EXCERPT_CHARS = 600
 # How the report names the safety sets (docs/safety.md says who wrote each and when).
 SAFETY_SETS = {  # in the order the report shows them: the blind sets first
-    "fresh pooled": "**fresh blind F-I, pooled** (never used for any choice)",
-    "blind pooled": "**blind held-out B-I, pooled** (B-E set the operating point)",
+    "fresh pooled": "**fresh blind F-J, pooled** (never used for any choice)",
+    "blind pooled": "**blind held-out B-J, pooled** (B-E set the operating point)",
     "heldout_b": "blind held-out B",
     "heldout_c": "blind held-out C",
     "heldout_d": "blind held-out D",
@@ -64,6 +64,7 @@ SAFETY_SETS = {  # in the order the report shows them: the blind sets first
     "heldout_g": "fresh blind held-out G",
     "heldout_h": "fresh blind held-out H",
     "heldout_i": "fresh blind held-out I",
+    "heldout_j": "fresh blind held-out J",
     "heldout_a": "held-out A (read since: development)",
     "original": "original set, all",
     "original/dev": "original set, dev part (rules tuned on it)",

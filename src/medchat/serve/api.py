@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medchat.errors import MedchatError
 from medchat.ground import safety
@@ -28,6 +28,10 @@ from medchat.ground.answering import source_note
 from medchat.infer.generate import GenerationSettings
 from medchat.prompts import format_prompt
 from medchat.serve.batching import Batcher, Job, Metrics, NotReady, QueueFull
+
+if TYPE_CHECKING:  # quoted in annotations: FastAPI reads this module's annotations
+    from medchat.ground.retrieval import RetrievalIndex
+    from medchat.infer.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +252,9 @@ class Server:
     """What every route shares: the config, the batcher and its model, the metrics, the index;
     and the steps the routes have in common (checks, queueing, grounding, waiting)."""
 
-    def __init__(self, load: Callable[[], Any], config: ServeConfig, index: Any) -> None:
+    def __init__(
+        self, load: Callable[[], "Backend"], config: ServeConfig, index: "RetrievalIndex | None"
+    ) -> None:
         if config.default_mode != "generate" and index is None:
             raise MedchatError(f"default mode {config.default_mode!r} needs an index (--index)")
         self.config, self.index = config, index
@@ -415,7 +421,11 @@ async def _stream_job(job: Job | None, results: Any) -> AsyncIterator[tuple[str,
             job.cancelled.set()
 
 
-def create_app(load: Callable[[], Any], config: ServeConfig | None = None, index: Any = None):
+def create_app(
+    load: Callable[[], "Backend"],
+    config: ServeConfig | None = None,
+    index: "RetrievalIndex | None" = None,
+):
     """The FastAPI app; `load()` runs on the worker thread and returns a backend. `index` (a
     `retrieval.RetrievalIndex`) enables the rag and retrieve answer modes, with citations."""
     from contextlib import asynccontextmanager
@@ -725,12 +735,12 @@ def _finish(gen: Any, settings: GenerationSettings) -> str:
 
 
 def serve(
-    load: Callable[[], Any],
+    load: Callable[[], "Backend"],
     host: str = "127.0.0.1",
     port: int = 8000,
     config: ServeConfig | None = None,
     shutdown_timeout: float = 30.0,
-    index: Any = None,
+    index: "RetrievalIndex | None" = None,
 ) -> None:
     """Run the API with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first."""
     import uvicorn

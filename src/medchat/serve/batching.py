@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from medchat.infer.generate import GenerationSettings
 
 if TYPE_CHECKING:
+    from medchat.infer.backends import Backend
     from medchat.serve.api import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Batcher:
         self._load = load
         self.config = config
         self.metrics = metrics
-        self.backend: Any = None
+        self.backend: Backend | None = None
         self.load_error: BaseException | None = None
         self.ready = threading.Event()
         self._pending: collections.deque[Job] = collections.deque()

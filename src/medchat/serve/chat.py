@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from medchat.ground import safety
 from medchat.infer.generate import GenerationSettings
 from medchat.prompts import format_prompt
+
+if TYPE_CHECKING:
+    from medchat.ground.retrieval import RetrievalIndex
+    from medchat.infer.backends import Backend
 
 HELP = """commands:
   /help     show this help
@@ -40,11 +44,11 @@ def read_lines(stdin: TextIO, prompt: str) -> Iterator[str]:
 
 
 def answer_streamed(
-    backend: Any,
+    backend: Backend,
     question: str,
     settings: GenerationSettings,
     out: TextIO,
-    index: Any = None,
+    index: RetrievalIndex | None = None,
     k: int = 3,
 ) -> tuple[str, safety.SafetyVerdict]:
     """Print the safety message (if any), then the answer as it is generated; with an `index`
@@ -88,11 +92,11 @@ def answer_streamed(
 
 
 def run_chat(
-    backend: Any,
+    backend: Backend,
     settings: GenerationSettings,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
-    index: Any = None,
+    index: RetrievalIndex | None = None,
     k: int = 3,
 ) -> list[tuple[str, str]]:
     """Chat until /quit or end of input; returns the conversation (question, answer) pairs.

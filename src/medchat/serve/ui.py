@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medchat.errors import MedchatError
 from medchat.ground import safety
@@ -46,6 +46,11 @@ from medchat.serve.ui_page import (
     stats_html,
     theme,
 )
+
+if TYPE_CHECKING:
+    from medchat.ground.retrieval import RetrievalIndex
+    from medchat.infer.model_group import ModelGroup
+    from medchat.models.embedder import Embedder
 
 
 def _offline_env() -> None:
@@ -282,15 +287,15 @@ class CompareApp:
 
     def __init__(
         self,
-        group: Any,
+        group: ModelGroup,
         rows: Sequence[dict[str, Any]] = (),
         *,
         max_chars: int = MAX_CHARS,
         defaults: GenerationSettings | None = None,
-        embedder: Any = None,
+        embedder: Embedder | None = None,
         concurrency: int = CONCURRENCY,
         max_queue: int = MAX_QUEUE,
-        index: Any = None,
+        index: RetrievalIndex | None = None,
         k: int = 3,
     ) -> None:
         self.group = group

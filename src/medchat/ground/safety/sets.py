@@ -58,15 +58,16 @@ SHIPPED_SETS = {
     "heldout_g": "heldout_g.jsonl",
     "heldout_h": "heldout_h.jsonl",
     "heldout_i": "heldout_i.jsonl",
+    "heldout_j": "heldout_j.jsonl",
 }
 # never read by anyone who changed the screen (A was read, so it is development data)
 BLIND_SETS = (
     "heldout_b", "heldout_c", "heldout_d", "heldout_e", "heldout_f", "heldout_g", "heldout_h",
-    "heldout_i",
+    "heldout_i", "heldout_j",
 )  # fmt: skip
 # never used for any choice: frozen before their first measurement, and the screen has not
-# changed since (F and G were written before round 2; H and I after it)
-FRESH_SETS = ("heldout_f", "heldout_g", "heldout_h", "heldout_i")
+# changed since (F and G were written before round 2; H, I and J after it)
+FRESH_SETS = ("heldout_f", "heldout_g", "heldout_h", "heldout_i", "heldout_j")
 
 
 def _resource(name: str) -> str:
