@@ -226,11 +226,11 @@ def test_report_shows_modes_recall_and_safety(modes_eval) -> None:
     assert f"| blind held-out B | {blind['n']} |" in md
     pooled = modes_eval["metrics"]["safety"]["sets"]["blind pooled"]
     sets = modes_eval["metrics"]["safety"]["sets"]
-    assert pooled["tp"] == sum(sets[f"heldout_{c}"]["tp"] for c in "bcdefghi")
+    assert pooled["tp"] == sum(sets[f"heldout_{c}"]["tp"] for c in "bcdefghij")
     fresh = sets["fresh pooled"]
-    assert fresh["positives"] == sum(sets[f"heldout_{c}"]["positives"] for c in "fghi")
-    assert md.index("fresh blind F-I, pooled") < md.index("blind held-out B-I, pooled")
-    assert md.index("blind held-out B-I, pooled") < md.index("| original set, all |")
+    assert fresh["positives"] == sum(sets[f"heldout_{c}"]["positives"] for c in "fghij")
+    assert md.index("fresh blind F-J, pooled") < md.index("blind held-out B-J, pooled")
+    assert md.index("blind held-out B-J, pooled") < md.index("| original set, all |")
     assert f"{blind['recall']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in md
     # what the screen recorded when trained: the corpus CV row and leave-one-category-out
     trained = modes_eval["metrics"]["safety"]["trained"]
