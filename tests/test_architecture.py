@@ -7,6 +7,7 @@ small; and the size limits of issue 15 only ever tighten (a ratchet of the known
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,19 @@ def test_the_report_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_folders_are_read_and_named_in_one_module() -> None:
+    # runs.py names a run folder's files; every other module goes through it (runs.CONFIG, ...).
+    files = r"run_info\.json|train_summary\.json|metrics\.jsonl|data_manifest\.json|config\.yaml"
+    joined = re.compile(r'/\s*"(?:' + files + r'|MODEL_CARD\.md|prompt\.txt)"')
+    found = [
+        f"{p.relative_to(PACKAGE)}: {m.group(0)}"
+        for p in _modules()
+        if p.name != "runs.py"
+        for m in joined.finditer(p.read_text())
+    ]
+    assert not found, "\n".join(found)
 
 
 def _function_lengths(tree: ast.AST) -> dict[str, int]:

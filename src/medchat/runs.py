@@ -9,16 +9,24 @@ folder is judged, and its problems are worded, the same way everywhere.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medchat.errors import MedchatError
+from medchat.fileio import read_log_jsonl
 from medchat.prompts import DEFAULT_TEMPLATE
 
-RUN_INFO = "run_info.json"
+# The files of a run folder (written by train.train; read here, and only here).
+RUN_INFO = "run_info.json"  # method, base model, seed, versions: what makes a folder a run
 PROMPT = "prompt.txt"
+CONFIG = "config.yaml"  # the resolved config
+MANIFEST = "data_manifest.json"  # the data it was trained on
+SUMMARY = "train_summary.json"  # written when training finishes: cost and best checkpoint
+LOG = "metrics.jsonl"  # one row per logging step and evaluation
+CARD = "MODEL_CARD.md"
 METHODS = ("full", "lora", "qlora")
 
 
@@ -85,10 +93,44 @@ def check_spec(spec: str, what: str = "model") -> Path:
 
 def read_run_info(run_dir: Path) -> dict[str, Any] | None:
     """run_info.json of a run folder, or None when the folder has none (not a run)."""
-    path = Path(run_dir) / RUN_INFO
+    return read_run_file(run_dir, RUN_INFO)
+
+
+def is_run(path: str | Path) -> bool:
+    """A folder written by `medchat train --out` (it has run_info.json)."""
+    return (Path(path) / RUN_INFO).is_file()
+
+
+def read_run_file(run_dir: str | Path, name: str) -> Any:
+    """One of a run's files parsed (JSON, YAML or text by its name), or None when absent."""
+    path = Path(run_dir) / name
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    if path.suffix == ".yaml":
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return text
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """train_summary.json, or None for a run that has not finished."""
+    return read_run_file(run_dir, SUMMARY)
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (none when absent). A killed run can leave a torn line:
+    it is skipped with a warning naming it, instead of losing the whole log."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    rows, notes = read_log_jsonl(path)
+    for note in notes:
+        logging.getLogger(__name__).warning(note)
+    return rows
 
 
 def resolve_base(run_dir: Path, base: str) -> str:

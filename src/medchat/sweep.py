@@ -17,6 +17,7 @@ from typing import Any
 from medchat.config import Config, load_config
 from medchat.errors import MedchatError
 from medchat.fileio import read_json, write_json
+from medchat.runs import read_summary
 
 SWEEP_FILE = "sweep.json"
 
@@ -120,7 +121,7 @@ def sweep(
     for i, (name, extra, cfg) in enumerate(points, 1):
         run_dir = out / "runs" / name
         run_dirs.append(run_dir)
-        if (run_dir / "train_summary.json").is_file():
+        if read_summary(run_dir) is not None:
             console.print(f"[{i}/{len(points)}] {name}: finished earlier, skipped")
             continue
         resume = latest_complete_checkpoint(run_dir) is not None if run_dir.is_dir() else False

@@ -26,6 +26,7 @@ from medchat.errors import MedchatError
 from medchat.infer.generate import GenerationSettings, encode, run_generate
 from medchat.models.modeling import LoadedModel, serial_tokenizer
 from medchat.prompts import DEFAULT_TEMPLATE, MAX_SOURCE_TOKENS, format_prompt
+from medchat.runs import PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class CT2Backend:
         )
         # Shared by the server's threads like a torch model's (see SerialTokenizer).
         self.tokenizer = serial_tokenizer(AutoTokenizer.from_pretrained(str(model_dir)))
-        prompt_file = model_dir / "prompt.txt"
+        prompt_file = model_dir / PROMPT
         self.prompt_template = (
             prompt_file.read_text(encoding="utf-8") if prompt_file.is_file() else DEFAULT_TEMPLATE
         )

@@ -31,6 +31,7 @@ from medchat.errors import MedchatError
 from medchat.fileio import atomic_output_dir, sha256_file, write_json
 from medchat.models.modeling import LoadedModel
 from medchat.prompts import format_prompt
+from medchat.runs import PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def save_merged(lm: LoadedModel, out: Path) -> None:
     model = merged_model(lm).to("cpu")
     model.save_pretrained(out)
     lm.tokenizer.save_pretrained(out)
-    (out / "prompt.txt").write_text(lm.prompt_template, encoding="utf-8")
+    (out / PROMPT).write_text(lm.prompt_template, encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- ct2
@@ -111,7 +112,7 @@ def convert_ct2(model_dir: Path, out: Path, quantization: str) -> None:
     for name in model_dir.iterdir():
         if name.name.startswith("tokenizer") or name.name in (
             "special_tokens_map.json",
-            "prompt.txt",
+            PROMPT,
         ):
             shutil.copy2(name, out / name.name)
 

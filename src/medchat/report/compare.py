@@ -15,20 +15,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medchat.config import BEST_METRICS
 from medchat.errors import MedchatError
 from medchat.fileio import (
     atomic_output_dir,
     atomic_write_text,
-    read_json,
-    read_log_jsonl,
     write_json,
 )
 from medchat.report.plots import _colour, _pyplot, _save
 from medchat.report.render import Doc, Image, Table, render_html, render_md
 from medchat.report.report import _num, cost_rows, metrics_table
+from medchat.runs import CONFIG, is_run, read_log, read_run_file, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ def run_names(runs: Sequence[str | Path]) -> dict[str, Path]:
     """name -> folder for each run folder (its folder name; the path where names collide)."""
     out: dict[str, Path] = {}
     for r in map(Path, runs):
-        if not (r / "run_info.json").is_file() or not (r / "config.yaml").is_file():
+        if not is_run(r) or read_run_file(r, CONFIG) is None:
             raise MedchatError(
                 f"{r}: not a run folder (no run_info.json or config.yaml); "
                 "give folders written by `medchat train --out`"
@@ -74,10 +71,7 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def differing_settings(runs: Mapping[str, Path]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The config keys whose values differ between runs (train.method first), and every run's
     flattened config."""
-    configs = {
-        n: _flat(yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8")) or {})
-        for n, r in runs.items()
-    }
+    configs = {n: _flat(read_run_file(r, CONFIG) or {}) for n, r in runs.items()}
     keys = sorted({k for c in configs.values() for k in c})
     differ = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
     differ = ["train.method"] + [k for k in differ if k != "train.method"]
@@ -86,25 +80,18 @@ def differing_settings(runs: Mapping[str, Path]) -> tuple[list[str], dict[str, d
 
 def eval_history(run: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) per CURVES key from a run's metrics.jsonl; the last row of a step wins."""
-    path = run / "metrics.jsonl"
     by_key: dict[str, dict[int, float]] = {k: {} for k in CURVES}
-    if path.is_file():
-        rows, notes = read_log_jsonl(path)
-        for note in notes:
-            log.warning(note)
-        for row in rows:
-            for k in CURVES:
-                value = row.get(k)
-                if isinstance(value, int | float) and isinstance(row.get("step"), int):
-                    by_key[k][row["step"]] = float(value)
+    for row in read_log(run):
+        for k in CURVES:
+            value = row.get(k)
+            if isinstance(value, int | float) and isinstance(row.get("step"), int):
+                by_key[k][row["step"]] = float(value)
     return {k: sorted(v.items()) for k, v in by_key.items()}
 
 
 def best_row(run: Path, history: Mapping[str, list[tuple[int, float]]]) -> dict[str, Any]:
     """The validation figures at the run's best checkpoint (the last evaluation without one)."""
-    summary = (
-        read_json(run / "train_summary.json") if (run / "train_summary.json").is_file() else {}
-    )
+    summary = read_summary(run) or {}
     steps = [s for s, _ in history["eval_loss"]]
     best = summary.get("best_checkpoint")
     step = int(best.rsplit("-", 1)[1]) if best else (steps[-1] if steps else None)

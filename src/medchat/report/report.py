@@ -21,8 +21,6 @@ from medchat.eval.verdict import verdict
 from medchat.fileio import (
     atomic_output_dir,
     atomic_write_text,
-    read_json,
-    read_log_jsonl,
 )
 from medchat.report.plots import (
     LABELS,
@@ -33,6 +31,7 @@ from medchat.report.plots import (
     systems_of,
 )
 from medchat.report.render import Doc, Example, Image, Table, render_html, render_md
+from medchat.runs import LOG, is_run, read_log, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +81,11 @@ def discover_runs(metrics: Mapping[str, Any], extra: Sequence[str | Path] = ()) 
     for name in metrics["model_order"]:
         m = metrics["models"][name]
         path = Path(m.get("path") or m["spec"])
-        if (path / "run_info.json").is_file():
+        if is_run(path):
             runs[name] = path
     known = {p.resolve(): n for n, p in runs.items()}
     for d in map(Path, extra):
-        if not (d / "run_info.json").is_file():
+        if not is_run(d):
             raise MedchatError(
                 f"--runs {d}: not a run folder (no run_info.json); "
                 "give a folder written by `medchat train --out`"
@@ -100,13 +99,12 @@ def cost_rows(runs: Mapping[str, Path]) -> list[list[str]]:
     """One training-cost row per run that finished (has train_summary.json)."""
     rows = []
     for name, run in runs.items():
-        path = run / "train_summary.json"
-        if not path.is_file():
+        s = read_summary(run)
+        if s is None:
             log.warning(
                 "%s: no train_summary.json (unfinished run?); left out of the cost table", run
             )
             continue
-        s = read_json(path)
         peak = s.get("peak_memory_bytes")
         rows.append([
             name, str(s.get("method", "?")), str(s.get("device", "?")),
@@ -126,14 +124,9 @@ def _num(value: Any, digits: int) -> str:
 
 def loss_history(run: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, loss) for train and eval from a run's metrics.jsonl (empty lists when absent)."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return {"train": [], "eval": []}
-    # A killed run can leave a torn line, and one resumed by an older medchat repeats the steps
-    # after its checkpoint: skip the first (with a note) and keep the last row of each step.
-    rows, notes = read_log_jsonl(path)
-    for note in notes:
-        log.warning(note)
+    # A run resumed by an older medchat repeats the steps after its checkpoint: keep the last
+    # row of each step (read_log skips a torn line with a note).
+    rows = read_log(run)
     by_step: dict[str, dict[int, float]] = {"train": {}, "eval": {}}
     for row in rows:
         try:
@@ -143,7 +136,7 @@ def loss_history(run: Path) -> dict[str, list[tuple[int, float]]]:
             if "eval_loss" in row:
                 by_step["eval"][step] = float(row["eval_loss"])
         except (KeyError, TypeError, ValueError):
-            log.warning("%s: a row without a numeric step or loss (skipped)", path)
+            log.warning("%s: a row without a numeric step or loss (skipped)", run / LOG)
     return {kind: sorted(steps.items()) for kind, steps in by_step.items()}
 
 

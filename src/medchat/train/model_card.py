@@ -4,7 +4,6 @@ what it must not be used for. Written at the end of training, and again by `reco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,16 @@ import yaml
 
 from medchat.eval.verdict import verdict
 from medchat.fileio import atomic_write_text
+from medchat.runs import (
+    CARD,
+    CONFIG,
+    MANIFEST,
+    PROMPT,
+    is_run,
+    read_run_file,
+    read_run_info,
+    read_summary,
+)
 
 MEDQUAD_LICENCE = (
     'MedQuAD (Ben Abacha A., Demner-Fushman D. "A Question-Entailment Approach to Question '
@@ -29,14 +38,6 @@ LIMITATIONS = """\
 - Trained on consumer-health Q&A of a few NIH sites: coverage of conditions, drugs, languages
   and populations outside that material is poor.
 - Intended use: research on fine-tuning methods, and demonstrations with the disclaimer shown."""
-
-
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _data_section(manifest: dict[str, Any] | None) -> str:
@@ -88,10 +89,11 @@ def write_model_card(
 ) -> Path:
     """Write RUN/MODEL_CARD.md from the run's own files (and eval metrics when given)."""
     run_dir = Path(run_dir)
-    info = _read(run_dir / "run_info.json") or {}
-    cfg = _read(run_dir / "config.yaml") or {}
-    summary = _read(run_dir / "train_summary.json") or {}
-    manifest = _read(run_dir / "data_manifest.json")
+    info = read_run_info(run_dir) or {}
+    cfg = read_run_file(run_dir, CONFIG) or {}
+    summary = read_summary(run_dir) or {}
+    manifest = read_run_file(run_dir, MANIFEST)
+    prompt = read_run_file(run_dir, PROMPT) or "?"
     method = info.get("method", "?")
     train = cfg.get("train", {})
     hyper = {
@@ -122,7 +124,7 @@ A medical question-answering model made with [medchat](https://pypi.org/project/
 
 - **Base model**: `{cfg.get("model", {}).get("name", info.get("base_model", "?"))}`
 - **Method**: {method} fine-tuning
-- **Prompt**: `{(run_dir / "prompt.txt").read_text(encoding="utf-8") if (run_dir / "prompt.txt").is_file() else "?"}`
+- **Prompt**: `{prompt}`
 - **Training cost**: {cost or "not finished"}
 - **Created**: {info.get("created", "?")} (medchat git commit `{info.get("git_commit")}`)
 
@@ -140,7 +142,7 @@ A medical question-answering model made with [medchat](https://pypi.org/project/
 ## Intended use and limitations
 {LIMITATIONS}
 """
-    path = run_dir / "MODEL_CARD.md"
+    path = run_dir / CARD
     atomic_write_text(path, text)
     return path
 
@@ -157,10 +159,6 @@ def record_evaluation(runs: Sequence[tuple[str, Path]], eval_dir: Path) -> None:
     result, _ = load_eval(eval_dir)
     for name, run in runs:
         # Cards carry the model's own generate-mode figures; NAME+rag rows stay in the report.
-        if (
-            (Path(run) / "run_info.json").is_file()
-            and name != result.get("baseline")
-            and name in result["metrics"]
-        ):
+        if is_run(run) and name != result.get("baseline") and name in result["metrics"]:
             write_model_card(Path(run), result, name)
     log_eval(runs, result, eval_dir)

@@ -24,18 +24,13 @@ from medchat.console import console
 from medchat.errors import MedchatError
 from medchat.fileio import read_json, write_json
 from medchat.runinfo import missing_modules
+from medchat.runs import CARD, CONFIG, MANIFEST, RUN_INFO, SUMMARY, read_summary
 
 RECORD = "mlflow.json"  # in a run folder: where its MLflow run lives
 EXPERIMENT = "medchat"  # default experiment name (MLFLOW_EXPERIMENT_NAME overrides)
 INSTALL = "pip install 'medchat[track]'"
 # The run folder's small files that explain it; checkpoints and weights stay out of the store.
-ARTIFACTS = (
-    "MODEL_CARD.md",
-    "train_summary.json",
-    "data_manifest.json",
-    "config.yaml",
-    "run_info.json",
-)
+ARTIFACTS = (CARD, SUMMARY, MANIFEST, CONFIG, RUN_INFO)
 
 
 def check_report_to(report_to: Iterable[str]) -> None:
@@ -237,8 +232,7 @@ def _log_eval_run(
     """Log to one recorded run; the reason it failed, or None."""
     try:
         client = _client(record["tracking_uri"])
-        summary = run_dir / "train_summary.json"
-        step = int(read_json(summary).get("steps") or 0) if summary.is_file() else 0
+        step = int((read_summary(run_dir) or {}).get("steps") or 0)
         _log_metrics(client, record["run_id"], metrics, step)
         if (out / "metrics.json").is_file():
             client.log_artifact(record["run_id"], str(out / "metrics.json"), f"eval/{out.name}")

@@ -43,6 +43,7 @@ from medchat.runinfo import (
     library_versions,
     seed_everything,
 )
+from medchat.runs import CONFIG, LOG, MANIFEST, PROMPT, RUN_INFO, SUMMARY
 from medchat.train import tracking
 from medchat.train.model_card import write_model_card
 from medchat.train.probe import GenerationProbe, build_probe
@@ -168,7 +169,7 @@ def _callbacks(run_dir: Path, probe: GenerationProbe | None = None):
                     if "tensorboard" in (args.report_to or []):
                         self._text(state.global_step, probe.samples)
                     probe.samples = None
-                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                with open(run_dir / LOG, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
 
         def _text(self, step: int, samples: list[dict[str, str]]) -> None:
@@ -282,11 +283,11 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
 def _write_run_files(
     run_dir: Path, cfg: Config, manifest: dict, base_model: str, rag: dict | None = None
 ) -> None:
-    save_config(cfg, run_dir / "config.yaml")
-    atomic_write_text(run_dir / "prompt.txt", cfg.data.prompt_template)
-    write_json(run_dir / "data_manifest.json", manifest)
+    save_config(cfg, run_dir / CONFIG)
+    atomic_write_text(run_dir / PROMPT, cfg.data.prompt_template)
+    write_json(run_dir / MANIFEST, manifest)
     write_json(
-        run_dir / "run_info.json",
+        run_dir / RUN_INFO,
         {
             "method": cfg.train.method,
             "base_model": base_model,
@@ -548,7 +549,7 @@ def train(
                 **probe.record(),
                 "share_of_wall_time": round(probe.seconds / wall, 4) if wall else None,
             }
-        write_json(run_dir / "train_summary.json", summary)
+        write_json(run_dir / SUMMARY, summary)
         trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
         write_model_card(run_dir)
         if mlflow_run:
@@ -562,7 +563,7 @@ def _repair_after_kill(run_dir: Path, step: int) -> None:
     cut metrics.jsonl back to the checkpoint's step (the steps after it are trained again, and
     a torn last line would otherwise glue onto the next row)."""
     notes = [n for name in ("model", "adapter", "merged") for n in recover_dir(run_dir / name)]
-    log_path = run_dir / "metrics.jsonl"
+    log_path = run_dir / LOG
     if trim_torn_tail(log_path):
         notes.append(f"{log_path}: cut a torn last line (the run was killed while writing it)")
     if log_path.is_file():
@@ -578,7 +579,7 @@ def _repair_after_kill(run_dir: Path, step: int) -> None:
 
 
 def _check_same_data(run_dir: Path, manifest: dict, data_dir: Path) -> None:
-    recorded = read_json(run_dir / "data_manifest.json")
+    recorded = read_json(run_dir / MANIFEST)
     if recorded != manifest:
         raise MedchatError(
             f"{data_dir}: this data differs from the data the run in {run_dir} started on "
@@ -609,7 +610,7 @@ def merge_adapter(run_dir: Path, base_path: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     modeling.load_tokenizer(str(run_dir / "adapter")).save_pretrained(tmp)
-    atomic_write_text(tmp / "prompt.txt", (run_dir / "prompt.txt").read_text(encoding="utf-8"))
+    atomic_write_text(tmp / PROMPT, (run_dir / PROMPT).read_text(encoding="utf-8"))
     replace_dir(tmp, out)
     return out
 
@@ -683,13 +684,13 @@ def train_command(args) -> None:
     """`medchat train`: resolve config (preset + overrides, or the run's own on --resume), train."""
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
+        if not (run_dir / CONFIG).is_file():
             raise MedchatError(f"{run_dir}: not a run folder (no config.yaml); nothing to resume")
         if args.config or args.overrides or args.method or args.model:
             raise MedchatError(
                 "--resume continues a run with its own config; drop --config, --method, --model and overrides"
             )
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_config(run_dir / CONFIG)
         train(cfg, args.data, run_dir, resume=True)
         return
     if not args.out:
