@@ -3,7 +3,7 @@
     python benchmarks/grounding.py --data .dev/data/medquad --train-index .dev/index/train \
         --all-index .dev/index/all --sets benchmarks/data/grounding --out benchmarks/results/grounding.json
 
-Gate: the threshold is calibrated on the validation split (`retrieval.calibrate_gate`, as
+Gate: the threshold is calibrated on the validation split (`index.calibrate_gate`, as
 `medchat index build` does). In domain: test questions on an index that holds their documents keep
 a passage (and their own document). Absent topics: test questions on the train index (prepared
 splits keep each focus group in one split). Written sets (benchmarks/data/grounding): non-medical
