@@ -411,8 +411,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     out = evaluate.eval_command(args)
     if out is not None:  # rank 0: add the figures to each evaluated run's card and MLflow run
-        models = evaluate.parse_model_args(args.model, reserved=evaluate.FLOORS)
-        record_evaluation([(m.name, Path(m.spec)) for m in models], out)
+        record_evaluation(out)
     return 0
 
 

@@ -179,7 +179,7 @@ def demo(
         data_dir, specs, eval_dir, limit=limit or (16 if quick else 100),
         generation=generation, semantic=not quick, overwrite=True,
     )  # fmt: skip
-    record_evaluation([(m.name, Path(m.spec)) for m in specs], eval_dir)
+    record_evaluation(eval_dir)
 
     _stage(total, total, "report")
     report_dir = report(eval_dir, out / "report", runs=list(runs.values()), overwrite=True)

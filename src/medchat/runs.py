@@ -19,6 +19,8 @@ from medchat.errors import MedchatError
 from medchat.fileio import read_log_jsonl
 from medchat.prompts import DEFAULT_TEMPLATE
 
+log = logging.getLogger(__name__)
+
 # The files of a run folder (written by train.train; read here, and only here).
 RUN_INFO = "run_info.json"  # method, base model, seed, versions: what makes a folder a run
 PROMPT = "prompt.txt"
@@ -65,8 +67,9 @@ def parse_model_args(values: Sequence[str], reserved: Collection[str] = ()) -> l
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise MedchatError(f"--model: names must be unique, {', '.join(dupes)} given twice")
-    for name in sorted(set(names) & set(reserved)):
-        raise MedchatError(f"--model: {name!r} is the name of an eval floor; pick another name")
+    taken = sorted(set(names) & set(reserved))
+    if taken:
+        raise MedchatError(f"--model: {taken[0]!r} is the name of an eval floor; pick another name")
     return specs
 
 
@@ -129,7 +132,7 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
         return []
     rows, notes = read_log_jsonl(path)
     for note in notes:
-        logging.getLogger(__name__).warning(note)
+        log.warning(note)
     return rows
 
 
@@ -166,9 +169,9 @@ def describe(spec: str) -> SpecInfo:
     """
     path = check_spec(spec)
     info = read_run_info(path) if path.is_dir() else None
+    template = read_run_file(path, PROMPT)  # a model folder may carry one too (medchat export)
     if info is None:
-        prompt = path / PROMPT
-        template = prompt.read_text(encoding="utf-8") if prompt.is_file() else DEFAULT_TEMPLATE
+        template = DEFAULT_TEMPLATE if template is None else template
         return SpecInfo(spec, path, "pretrained", spec, spec, template, spec)
     method = info.get("method")
     if method not in METHODS or "base_model" not in info:
@@ -176,12 +179,10 @@ def describe(spec: str) -> SpecInfo:
             f"{path / RUN_INFO}: needs 'method' (full, lora or qlora) and 'base_model'; "
             "was this folder written by `medchat train`?"
         )
-    prompt = path / PROMPT
-    if not prompt.is_file():
+    if template is None:
         raise MedchatError(
             f"{path}: run folder without {PROMPT}; was it written by `medchat train`?"
         )
-    template = prompt.read_text(encoding="utf-8")
     base = resolve_base(path, info["base_model"])
     folder = path / ("model" if method == "full" else "adapter")
     if not folder.is_dir():

@@ -135,7 +135,7 @@ def test_eval_adds_its_metrics_to_the_training_run(
     client, run_id = _client(mlflow_run)
     # evaluate() writes only its own folder; the explicit step (`medchat eval` runs it) records.
     assert "test_rougeL" not in client.get_run(run_id).data.metrics
-    record_evaluation([(m.name, Path(m.spec)) for m in models], out)
+    record_evaluation(out)
     metrics = client.get_run(run_id).data.metrics
     written = json.loads((out / "metrics.json").read_text())["metrics"]["ft"]
     assert metrics["test_rougeL"] == pytest.approx(written["rougeL"]["value"])

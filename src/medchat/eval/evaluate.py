@@ -132,17 +132,16 @@ def describe_spec(spec: str) -> dict[str, Any]:
 
     # A mistyped folder is reported before any other model spends minutes generating.
     d = describe(spec)
-    path, kind, base, template, tok_dir = d.path, d.kind, d.base, d.template, d.tokenizer_from
-    lm = LoadedModel("", None, None, spec, kind, base, template, d.quantized)
+    lm = LoadedModel("", None, None, spec, d.kind, d.base, d.template, d.quantized)
     return {
         "spec": spec,
         # Absolute, so `medchat report` finds run folders whatever directory it runs from.
-        "path": str(path.resolve()) if path.exists() else None,
-        "kind": kind,
-        "base": base,
-        "quantized": kind == "qlora",
-        "prompt_template": template,
-        "tokenizer": tok_dir,
+        "path": str(d.path.resolve()) if d.path.exists() else None,
+        "kind": d.kind,
+        "base": d.base,
+        "quantized": d.quantized,
+        "prompt_template": d.template,
+        "tokenizer": d.tokenizer_from,
         "fingerprint": lm.fingerprint(),
     }
 

@@ -33,7 +33,7 @@ from medchat.errors import MedchatError
 from medchat.infer.generate import GenerationSettings, StreamStats, generate_answers, stream_answer
 from medchat.models import modeling
 from medchat.models.modeling import LoadedModel
-from medchat.runs import describe
+from medchat.runs import SpecInfo, describe
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,10 @@ DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What one column needs loaded, worked out from its SPEC before any weights are read."""
+class _Plan(SpecInfo):
+    """What one column needs loaded (its SPEC described), under the column's name."""
 
-    name: str
-    spec: str
-    kind: str  # "pretrained" | "full" | "lora" | "qlora"
-    weights: str  # the model folder or hub id whose weights are loaded
-    base: str  # the base it sits on (for display and LoadedModel.base)
-    template: str
-    tokenizer_from: str
-    adapter_dir: str | None = None
-    quant: dict[str, Any] | None = None  # QuantSettings fields for a 4-bit base
+    name: str = BASE
 
     @property
     def key(self) -> tuple[str, str]:
@@ -78,9 +70,7 @@ def _identity(weights: str) -> str:
 
 def plan_spec(name: str, spec: str) -> _Plan:
     """What SPEC needs loaded (runs.describe reads its folder); loads no weights."""
-    d = describe(spec)
-    return _Plan(name, spec, d.kind, d.weights, d.base, d.template, d.tokenizer_from,
-                 d.adapter_dir, d.quant)  # fmt: skip
+    return _Plan(**vars(describe(spec)), name=name)
 
 
 def base_plan(plans: Sequence[_Plan], name: str = BASE) -> _Plan | None:
@@ -94,8 +84,8 @@ def base_plan(plans: Sequence[_Plan], name: str = BASE) -> _Plan | None:
         return None
     pick = min(runs, key=lambda p: ("lora", "qlora", "full").index(p.kind))
     tokenizer_from = pick.tokenizer_from if pick.adapter_dir else pick.base
-    return _Plan(name, pick.base, "pretrained", pick.base, pick.base, pick.template,
-                 tokenizer_from, quant=pick.quant)  # fmt: skip
+    return _Plan(pick.base, Path(pick.base), "pretrained", pick.base, pick.base, pick.template,
+                 tokenizer_from, quant=pick.quant, name=name)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- loaded group

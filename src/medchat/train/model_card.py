@@ -4,7 +4,6 @@ what it must not be used for. Written at the end of training, and again by `reco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +146,10 @@ A medical question-answering model made with [medchat](https://pypi.org/project/
     return path
 
 
-def record_evaluation(runs: Sequence[tuple[str, Path]], eval_dir: Path) -> None:
-    """The step after `medchat eval`: every evaluated run folder's MODEL_CARD.md gets its figures
-    against the base (with CIs), and its MLflow run (if it has one) the test metrics.
+def record_evaluation(eval_dir: Path) -> None:
+    """The step after `medchat eval`: every run folder it evaluated (metrics.json names them)
+    gets its figures against the base (with CIs) in MODEL_CARD.md, and in its MLflow run (if it
+    has one) the test metrics.
 
     Kept out of `evaluate()` so that evaluating never writes into the folders it reads.
     """
@@ -157,8 +157,13 @@ def record_evaluation(runs: Sequence[tuple[str, Path]], eval_dir: Path) -> None:
     from medchat.train.tracking import log_eval
 
     result, _ = load_eval(eval_dir)
+    # Cards carry the model's own generate-mode figures; NAME+rag rows stay in the report.
+    runs = [
+        (name, Path(m["path"]))
+        for name, m in result["models"].items()
+        if m.get("answer_mode", "generate") == "generate" and m.get("path") and is_run(m["path"])
+    ]
     for name, run in runs:
-        # Cards carry the model's own generate-mode figures; NAME+rag rows stay in the report.
-        if is_run(run) and name != result.get("baseline") and name in result["metrics"]:
-            write_model_card(Path(run), result, name)
+        if name != result.get("baseline") and name in result["metrics"]:
+            write_model_card(run, result, name)
     log_eval(runs, result, eval_dir)
